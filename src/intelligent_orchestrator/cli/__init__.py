@@ -1,0 +1,52 @@
+"""The ``orchestrator`` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from ..errors import ConfigError, NotFoundError, OrchestratorError, WorkflowValidationError
+from . import admin, tasks
+from .output import stderr
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Durable, approved workflows of tool calls.")
+app.command("run")(tasks.run)
+app.command("status")(tasks.status)
+app.command("approve")(tasks.approve)
+app.command("reject")(tasks.reject)
+app.command("cancel")(tasks.cancel)
+app.command("history")(tasks.history)
+app.command("tools")(admin.tools)
+app.command("worker")(admin.worker)
+app.command("serve")(admin.serve)
+app.add_typer(admin.db_app, name="db")
+
+
+def main() -> None:
+    """Entry point: domain errors become one clear line and an exit code, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        stderr.print("aborted")
+        sys.exit(130)
+    except (ConfigError, WorkflowValidationError) as exc:
+        stderr.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except NotFoundError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except OrchestratorError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,88 @@
+"""Output helpers: one JSON document with --json, Rich for people, progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from ..domain.models import ExecutionResult, StepStatus, Task, TaskStatus
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "queued": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "awaiting_approval": "magenta",
+    "rejected": "red",
+    "cancelled": "yellow",
+    "expired": "yellow",
+}
+
+
+def emit_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
+    if isinstance(value, BaseModel):
+        sys.stdout.write(value.model_dump_json() + "\n")
+    else:
+        sys.stdout.write(json.dumps(value, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def exit_code(status: TaskStatus) -> int:
+    match status:
+        case TaskStatus.SUCCEEDED:
+            return 0
+        case TaskStatus.FAILED | TaskStatus.REJECTED | TaskStatus.CANCELLED | TaskStatus.EXPIRED:
+            return 1
+        case TaskStatus.QUEUED | TaskStatus.RUNNING | TaskStatus.AWAITING_APPROVAL:
+            return 3
+
+
+def steps_table(result: ExecutionResult) -> Table:
+    table = Table(title=f"task {result.task.task_id} — {styled(result.task.status.value)}", title_justify="left")
+    for col in ("step", "tool", "status", "attempt", "time", "detail"):
+        table.add_column(col)
+    runs = {s.step_id: s for s in result.steps}
+    for step in result.task.plan.steps:
+        r = runs.get(step.id)
+        status = r.status.value if r else StepStatus.PENDING.value
+        detail = ""
+        if r is not None:
+            if r.error:
+                detail = r.error
+            elif r.output is not None:
+                detail = _short(r.output)
+        took = f"{r.duration_ms / 1000:.2f}s" if r is not None and r.duration_ms is not None else ""
+        table.add_row(step.id, step.tool, styled(status), str(r.attempt if r else ""), took, detail)
+    return table
+
+
+def tasks_table(tasks: list[Task], total: int) -> Table:
+    table = Table(title=f"{len(tasks)} of {total} task(s)", title_justify="left")
+    for col in ("task", "name", "status", "created", "cost", "error"):
+        table.add_column(col)
+    for t in tasks:
+        table.add_row(
+            t.task_id, t.name, styled(t.status.value), t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{t.total_cost:.4f}", _short(t.error or "", 60),
+        )
+    return table
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

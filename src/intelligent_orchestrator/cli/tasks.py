@@ -1,0 +1,176 @@
+"""run, status, approve, reject, cancel, history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from ..domain.models import ExecutionResult, TaskStatus
+from ..domain.workflow import load_workflow_file
+from ..orchestrator import Orchestrator
+from ..planning import validate_plan
+from ._common import run_with
+from .output import emit_json, exit_code, stderr, stdout, steps_table, tasks_table
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+
+
+async def _watch(orch: Orchestrator, task_id: str, *, show: bool) -> ExecutionResult:
+    if not show:
+        return await orch.wait(task_id)
+    with Live(console=stderr, refresh_per_second=8, transient=True) as live:
+
+        def update(result: ExecutionResult) -> None:
+            live.update(steps_table(result))
+
+        return await orch.wait(task_id, on_progress=update)
+
+
+def _finish(result: ExecutionResult, *, json_: bool) -> None:
+    if json_:
+        emit_json(result)
+    else:
+        stdout.print(steps_table(result))
+        status = result.task.status
+        if status is TaskStatus.AWAITING_APPROVAL:
+            stdout.print(
+                f"waiting for approval: [bold]orchestrator approve {result.task.task_id}[/] "
+                f"or [bold]orchestrator reject {result.task.task_id} --comment '...'[/]"
+            )
+        elif result.task.error:
+            stdout.print(f"[red]{result.task.error}[/]")
+    raise typer.Exit(exit_code(result.task.status))
+
+
+def run(
+    plan: Annotated[Path, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Run here and show live progress until done or parked.")] = False,
+    json_: JsonOpt = False,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve every gate of this task.")] = False,
+) -> None:
+    """Run a workflow file as a durable task."""
+
+    async def go(orch: Orchestrator) -> None:
+        workflow = load_workflow_file(plan)
+        validate_plan(workflow, orch.registry)
+        if not wait:
+            task = await orch.submit(workflow, auto_approve=auto_approve, run_here=False)
+            if json_:
+                emit_json({"task_id": task.task_id, "status": task.status.value})
+            else:
+                stdout.print(task.task_id)
+            if not await orch.live_workers():
+                stderr.print(
+                    "[yellow]no worker is running: the task is queued until one starts "
+                    "(orchestrator worker / orchestrator serve), or use --wait[/]"
+                )
+            return
+        await orch.start_engine(kind="cli", listen=False)
+        task = await orch.submit(workflow, auto_approve=auto_approve, run_here=True)
+        if not json_:
+            stderr.print(f"task [bold]{task.task_id}[/]")
+        result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
+        _finish(result, json_=json_)
+
+    run_with(go)
+
+
+def status(task_id: str, json_: JsonOpt = False) -> None:
+    """Show a task's steps, outputs and approvals."""
+
+    async def go(orch: Orchestrator) -> None:
+        result = await orch.status(task_id)
+        if json_:
+            emit_json(result)
+        else:
+            stdout.print(steps_table(result))
+            if result.task.error:
+                stdout.print(f"[red]{result.task.error}[/]")
+            for a in result.approvals:
+                who = f" by {a.decided_by}" if a.decided_by else ""
+                note = f": {a.comment}" if a.comment else ""
+                stdout.print(f"approval {a.step_id or '(task)'}: {a.status.value}{who}{note}")
+        raise typer.Exit(exit_code(result.task.status))
+
+    run_with(go)
+
+
+async def _continue(orch: Orchestrator, task_id: str, json_: bool, *, here: bool) -> None:
+    if here:
+        result = await _watch(orch, task_id, show=not json_ and stderr.is_terminal)
+        _finish(result, json_=json_)
+    task = await orch.get_task(task_id)
+    if json_:
+        emit_json(task)
+    else:
+        stdout.print(f"task {task_id}: {task.status.value}")
+
+
+def approve(
+    task_id: str,
+    comment: Annotated[str | None, typer.Option("--comment", "-m")] = None,
+    step: Annotated[str | None, typer.Option("--step", help="Approve only this step's gate.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who approves (stored).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Approve a parked task; it resumes (here, when no worker is running)."""
+
+    async def go(orch: Orchestrator) -> None:
+        here = not await orch.live_workers()
+        if here:
+            await orch.start_engine(kind="cli", listen=False)
+        await orch.approve(task_id, comment=comment, decided_by=by, step_id=step, run_here=here)
+        await _continue(orch, task_id, json_, here=here)
+
+    run_with(go)
+
+
+def reject(
+    task_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Why: stored as feedback.")],
+    by: Annotated[str | None, typer.Option("--by")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Reject a parked task; nothing gated runs and the feedback is stored."""
+
+    async def go(orch: Orchestrator) -> None:
+        task = await orch.reject(task_id, comment=comment, decided_by=by)
+        if json_:
+            emit_json(task)
+        else:
+            stdout.print(f"task {task_id}: {task.status.value}")
+
+    run_with(go)
+
+
+def cancel(task_id: str, json_: JsonOpt = False) -> None:
+    """Cancel a queued, running or parked task."""
+
+    async def go(orch: Orchestrator) -> None:
+        task = await orch.cancel(task_id)
+        if json_:
+            emit_json(task)
+        else:
+            stdout.print(f"task {task_id}: {task.status.value}")
+
+    run_with(go)
+
+
+def history(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 20,
+    status_: Annotated[TaskStatus | None, typer.Option("--status")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List recent tasks, newest first."""
+
+    async def go(orch: Orchestrator) -> None:
+        tasks, total = await orch.history(limit=limit, status=status_)
+        if json_:
+            emit_json({"data": [t.model_dump(mode="json") for t in tasks], "count": total})
+        else:
+            stdout.print(tasks_table(tasks, total))
+
+    run_with(go)

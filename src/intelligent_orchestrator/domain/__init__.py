@@ -1,0 +1,1 @@
+"""Domain types (pure data) and workflow parsing."""

@@ -1,0 +1,286 @@
+"""DBOS in this process: launch, the task workflow, executor leases and recovery of dead executors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+from ..domain.models import TaskStatus
+from ..settings import Settings
+from ..storage import Store, dbos_sqlite_engine
+from ..tools.registry import ToolRegistry
+from .scheduler import DagRun, StepLimits
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "intelligent-orchestrator"
+# Pinned, so that tasks parked or interrupted under one build are resumed by the next
+# (DBOS would otherwise derive a version from the code and strand them). Bump only with a
+# migration of in-flight workflows.
+ENGINE_VERSION = "engine-1"
+TASK_QUEUE = "tasks"
+TASK_WORKFLOW = "task.run"
+
+
+@dataclass(slots=True, kw_only=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    registry: ToolRegistry
+    executor_id: str
+    limits: StepLimits
+    http_transport: Any = None
+
+
+_runtime: Runtime | None = None
+
+
+def current_runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the engine is not started in this process")
+    return _runtime
+
+
+def workflow_id(task_id: str, generation: int) -> str:
+    return task_id if generation == 0 else f"{task_id}:g{generation}"
+
+
+@DBOS.step(name="task.claim")
+async def _claim_step(task_id: str) -> dict[str, Any]:
+    rt = current_runtime()
+    task = await asyncio.to_thread(rt.store.get_task, task_id)
+    if task.status.finished:
+        return {"run": False, "status": task.status.value}
+    ok = await asyncio.to_thread(
+        rt.store.update_task,
+        task_id,
+        status=TaskStatus.RUNNING,
+        only_if=[TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL],
+        executor_id=rt.executor_id,
+        **({} if task.started_at else {"started_at": _now()}),
+    )
+    return {"run": ok, "status": TaskStatus.RUNNING.value if ok else task.status.value}
+
+
+@DBOS.workflow(name=TASK_WORKFLOW)
+async def run_task_workflow(task_id: str) -> str:
+    """One durable run of a task (first run, or a continuation after an approval)."""
+    claim = await _claim_step(task_id)
+    if not claim["run"]:
+        return str(claim["status"])
+    return (await execute_task(current_runtime(), task_id)).value
+
+
+async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
+    store = rt.store
+    task = await asyncio.to_thread(store.get_task, task_id)
+    plan = task.plan
+    if plan.requires_approval:
+        approval = await asyncio.to_thread(
+            store.request_approval,
+            task_id,
+            None,
+            expires_in=timedelta(hours=rt.settings.engine.approval_expiry_hours),
+            auto_by="auto-approve" if task.auto_approve else None,
+        )
+        if approval.status.value == "pending":
+            await asyncio.to_thread(store.update_task, task_id, status=TaskStatus.AWAITING_APPROVAL, only_if=[TaskStatus.RUNNING])
+            return TaskStatus.AWAITING_APPROVAL
+        if approval.status.value != "approved":
+            await asyncio.to_thread(
+                store.update_task, task_id, status=TaskStatus.REJECTED, only_if=[TaskStatus.RUNNING],
+                finished_at=_now(), error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
+            )
+            return TaskStatus.REJECTED
+    previous = await asyncio.to_thread(store.step_runs, task_id)
+    dag = DagRun(
+        task_id=task_id, plan=plan, store=store, registry=rt.registry, settings=rt.settings, limits=rt.limits,
+        executor_id=rt.executor_id, auto_approve=task.auto_approve, http_transport=rt.http_transport,
+    )
+    try:
+        status = await dag.run(previous)
+    except Exception as exc:
+        logger.exception("task crashed", extra={"task_id": task_id})
+        await asyncio.to_thread(
+            store.update_task, task_id, status=TaskStatus.FAILED, only_if=[TaskStatus.RUNNING],
+            finished_at=_now(), error=f"internal error: {type(exc).__name__}: {exc}",
+        )
+        return TaskStatus.FAILED
+    fields: dict[str, Any] = {}
+    if status.finished:
+        fields["finished_at"] = _now()
+    failure = dag.first_failure()
+    if status is TaskStatus.FAILED and failure is not None:
+        fields["failed_step"] = failure[0]
+        fields["error"] = f"step {failure[0]!r} failed: {failure[1]}"
+    elif status is TaskStatus.REJECTED:
+        fields["error"] = "rejected"
+    if status is not TaskStatus.CANCELLED:
+        await asyncio.to_thread(store.update_task, task_id, status=status, only_if=[TaskStatus.RUNNING], **fields)
+    return status
+
+
+def _now() -> Any:
+    from ..storage import utcnow
+
+    return utcnow()
+
+
+def default_executor_id(kind: str) -> str:
+    host = socket.gethostname().split(".")[0][:24] or "host"
+    return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class EngineHost:
+    """Launches DBOS in this process as one executor, with a heartbeat lease.
+
+    Every host also recovers the tasks of executors whose lease has run out: DBOS recovers
+    only its own executor id at start-up, so a dead worker's tasks would otherwise stay
+    pending forever.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: ToolRegistry,
+        *,
+        kind: str,
+        listen: bool,
+        executor_id: str | None = None,
+        http_transport: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.kind = kind
+        self.listen = listen
+        self.executor_id = executor_id or settings.engine.executor_id or default_executor_id(kind)
+        self.http_transport = http_transport
+        self._lease_task: asyncio.Task[None] | None = None
+        self._sys_engine: Any = None
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.engine.lease_seconds)
+
+    async def start(self) -> None:
+        global _runtime
+        await asyncio.to_thread(
+            self.store.register_executor, self.executor_id, kind=self.kind, host=socket.gethostname(),
+            pid=os.getpid(), lease=self.lease,
+        )
+        _runtime = Runtime(
+            settings=self.settings, store=self.store, registry=self.registry, executor_id=self.executor_id,
+            limits=StepLimits(global_steps=asyncio.Semaphore(self.settings.engine.global_concurrency)),
+            http_transport=self.http_transport,
+        )
+        config: DBOSConfig = {
+            "name": APP_NAME,
+            "system_database_url": self.settings.system_database_url,
+            "application_version": ENGINE_VERSION,
+            "executor_id": self.executor_id,
+            "log_level": "WARNING",
+            "enable_otlp": False,
+        }
+        if not self.settings.is_postgres:
+            # DBOS's own SQLite set-up is rollback-journal + synchronous=FULL; ours is WAL +
+            # NORMAL with IMMEDIATE transactions and a busy timeout (DESIGN: DBOS rules).
+            self._sys_engine = dbos_sqlite_engine(self.settings.system_database_url)
+            config["system_database_engine"] = self._sys_engine
+        DBOS(config=config)
+        if not self.listen:
+            DBOS.listen_queues([])
+        await asyncio.to_thread(DBOS.launch)
+        await DBOS.register_queue_async(
+            TASK_QUEUE,
+            worker_concurrency=self.settings.engine.worker_concurrency,
+            polling_interval_sec=self.settings.engine.queue_polling_seconds,
+        )
+        await self.maintain()
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="executor-lease")
+
+    async def stop(self) -> None:
+        global _runtime
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        await asyncio.to_thread(self.store.stop_executor, self.executor_id)
+        await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
+        if self._sys_engine is not None:
+            self._sys_engine.dispose()
+        _runtime = None
+
+    async def maintain(self) -> list[str]:
+        """One lease round: heartbeat, expire old approvals, recover dead executors' tasks."""
+        await asyncio.to_thread(self.store.heartbeat, self.executor_id)
+        expired = await asyncio.to_thread(self.store.expire_approvals)
+        if expired:
+            logger.info("approvals expired", extra={"tasks": expired})
+        dead = await asyncio.to_thread(self.store.claim_dead_executors, me=self.executor_id, lease=self.lease)
+        for ex in dead:
+            handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
+            logger.warning("recovered tasks of a dead executor", extra={"executor": ex, "count": len(handles)})
+        return dead
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.engine.heartbeat_seconds)
+            try:
+                await self.maintain()
+            except Exception:
+                logger.exception("lease round failed")
+
+    async def start_task(self, task_id: str, generation: int = 0) -> None:
+        """Run the task in this process (not through the queue)."""
+        with SetWorkflowID(workflow_id(task_id, generation)):
+            await DBOS.start_workflow_async(run_task_workflow, task_id)
+
+    async def enqueue_task(self, task_id: str, generation: int = 0) -> None:
+        queue = await DBOS.retrieve_queue_async(TASK_QUEUE)
+        assert queue is not None
+        with SetWorkflowID(workflow_id(task_id, generation)):
+            await queue.enqueue_async(run_task_workflow, task_id)
+
+
+class QueueClient:
+    """Enqueues task runs from a process that does not execute tasks (CLI, API-only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from dbos import DBOSClient
+
+        self._engine = None if settings.is_postgres else dbos_sqlite_engine(settings.system_database_url, pool_size=2)
+        self._client = DBOSClient(
+            system_database_url=settings.system_database_url,
+            system_database_engine=self._engine,
+            application_name=APP_NAME,
+        )
+
+    async def enqueue(self, task_id: str, generation: int = 0) -> None:
+        from dbos import EnqueueOptions
+
+        options: EnqueueOptions = {
+            "workflow_name": TASK_WORKFLOW,
+            "queue_name": TASK_QUEUE,
+            "workflow_id": workflow_id(task_id, generation),
+            "app_version": ENGINE_VERSION,
+        }
+        await self._client.enqueue_async(options, task_id)
+
+    def close(self) -> None:
+        self._client.destroy()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def migrate_system_database(settings: Settings) -> None:
+    """Create or upgrade DBOS's system tables (idempotent)."""
+    DBOS.migrate(settings.system_database_url)

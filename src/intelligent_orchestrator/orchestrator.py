@@ -1,0 +1,262 @@
+"""The facade used by the CLI, the API and Python callers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .domain.models import (
+    Approval,
+    ApprovalStatus,
+    ExecutionPlan,
+    ExecutionResult,
+    StepStatus,
+    Task,
+    TaskStatus,
+    ToolSpecification,
+)
+from .domain.workflow import parse_workflow
+from .engine import EngineHost, QueueClient, migrate_system_database
+from .errors import ConflictError
+from .planning import validate_plan
+from .settings import Settings
+from .storage import StepUpdate, Store, create_engine, current_revision, head_revision, upgrade, utcnow
+from .tools.builtin import builtin_tools
+from .tools.registry import ToolRegistry
+from .tools.spec import Implementation, Tool
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[ExecutionResult], Awaitable[None] | None]
+
+
+def default_registry(settings: Settings) -> ToolRegistry:
+    """Built-in tools, then entry-point plugins, then modules named in settings."""
+    registry = ToolRegistry(builtin_tools())
+    if settings.tools.load_entry_points:
+        registry.load_entry_points()
+    for ref in settings.tools.tool_modules:
+        registry.load_module(ref, base_dir=Path.cwd())
+    return registry
+
+
+def upgrade_database(settings: Settings) -> str:
+    """Create or upgrade the orchestrator's tables and DBOS's; returns the revision."""
+    settings.ensure_dirs()
+    engine = create_engine(settings.app_database_url)
+    try:
+        rev = upgrade(engine)
+    finally:
+        engine.dispose()
+    migrate_system_database(settings)
+    return rev
+
+
+class Orchestrator:
+    """Submit workflows, watch them, decide approvals. One per process (DBOS is global)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ToolRegistry | None = None,
+        http_transport: Any = None,
+        auto_upgrade: bool = True,
+    ) -> None:
+        self.settings = settings
+        settings.ensure_dirs()
+        self.registry = registry if registry is not None else default_registry(settings)
+        self._db = create_engine(settings.app_database_url)
+        if auto_upgrade and current_revision(self._db) != head_revision():
+            upgrade(self._db)
+            migrate_system_database(settings)
+        self.store = Store(self._db)
+        self.http_transport = http_transport
+        self.host: EngineHost | None = None
+        self._client: QueueClient | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------
+    async def start_engine(self, *, kind: str = "local", listen: bool = False, executor_id: str | None = None) -> EngineHost:
+        """Make this process an executor. ``listen``: also take tasks from the shared queue."""
+        if self.host is not None:
+            return self.host
+        host = EngineHost(
+            self.settings, self.store, self.registry, kind=kind, listen=listen,
+            executor_id=executor_id, http_transport=self.http_transport,
+        )
+        await host.start()
+        self.host = host
+        return host
+
+    async def close(self) -> None:
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._db.dispose()
+
+    async def __aenter__(self) -> Orchestrator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # Tools -------------------------------------------------------------------------------
+    def register_tool(self, spec: ToolSpecification, implementation: Implementation) -> Tool:
+        return self.registry.register_tool(spec, implementation)
+
+    def list_tools(self) -> list[ToolSpecification]:
+        return self.registry.specs()
+
+    # Workflows ---------------------------------------------------------------------------
+    def load_workflow(self, text: str, *, source: str = "<workflow>", fmt: str | None = None) -> ExecutionPlan:
+        """Parse and validate a workflow document; raises WorkflowValidationError listing every problem."""
+        plan = parse_workflow(text, source=source, fmt=fmt)
+        validate_plan(plan, self.registry)
+        return plan
+
+    async def submit(
+        self,
+        plan: ExecutionPlan,
+        *,
+        request: str | None = None,
+        user_id: str | None = None,
+        auto_approve: bool = False,
+        run_here: bool | None = None,
+    ) -> Task:
+        """Validate, store and start a task. ``run_here``: execute in this process (default:
+        when this process is an executor that does not listen to the shared queue)."""
+        validate_plan(plan, self.registry)
+        task = await asyncio.to_thread(
+            self.store.create_task, plan, request=request, user_id=user_id, auto_approve=auto_approve
+        )
+        await self._dispatch(task.task_id, 0, run_here=run_here)
+        return task
+
+    async def _dispatch(self, task_id: str, generation: int, *, run_here: bool | None) -> None:
+        host = self.host
+        if run_here is None:
+            run_here = host is not None and not host.listen
+        if run_here:
+            if host is None:
+                host = await self.start_engine()
+            await host.start_task(task_id, generation)
+        elif host is not None:
+            await host.enqueue_task(task_id, generation)
+        else:
+            if self._client is None:
+                self._client = await asyncio.to_thread(QueueClient, self.settings)
+            await self._client.enqueue(task_id, generation)
+
+    # Reading -----------------------------------------------------------------------------
+    async def get_task(self, task_id: str) -> Task:
+        return await asyncio.to_thread(self.store.get_task, task_id)
+
+    async def status(self, task_id: str) -> ExecutionResult:
+        def read() -> ExecutionResult:
+            task = self.store.get_task(task_id)
+            return ExecutionResult(task=task, steps=self.store.step_runs(task_id), approvals=self.store.approvals(task_id))
+
+        return await asyncio.to_thread(read)
+
+    async def history(self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0) -> tuple[list[Task], int]:
+        return await asyncio.to_thread(self.store.list_tasks, limit=limit, status=status, offset=offset)
+
+    async def pending_approvals(self, task_id: str) -> list[Approval]:
+        result = await self.status(task_id)
+        return [a for a in result.approvals if a.status is ApprovalStatus.PENDING]
+
+    async def live_workers(self) -> int:
+        lease = timedelta(seconds=self.settings.engine.lease_seconds)
+        rows = await asyncio.to_thread(self.store.live_executors, lease=lease, kinds=["worker", "serve"])
+        return len(rows)
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        poll_seconds: float = 0.2,
+        on_progress: ProgressCallback | None = None,
+    ) -> ExecutionResult:
+        """Wait until the task finishes or parks for approval."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = await self.status(task_id)
+            if on_progress is not None:
+                maybe = on_progress(result)
+                if maybe is not None:
+                    await maybe
+            if result.task.status.finished or result.task.status is TaskStatus.AWAITING_APPROVAL:
+                return result
+            if deadline is not None and time.monotonic() > deadline:
+                return result
+            await asyncio.sleep(poll_seconds)
+
+    # Decisions ---------------------------------------------------------------------------
+    async def approve(
+        self,
+        task_id: str,
+        *,
+        comment: str | None = None,
+        decided_by: str | None = None,
+        step_id: str | None = None,
+        run_here: bool | None = None,
+    ) -> Task:
+        """Approve the pending approval(s) and resume the task."""
+        task = await self.get_task(task_id)
+        if task.status is not TaskStatus.AWAITING_APPROVAL:
+            raise ConflictError(f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id)
+        await asyncio.to_thread(
+            self.store.decide, task_id, approved=True, comment=comment, decided_by=decided_by, step_id=step_id
+        )
+        remaining = await self.pending_approvals(task_id)
+        if remaining:
+            return await self.get_task(task_id)  # other gates still wait
+        generation = await asyncio.to_thread(self.store.bump_generation, task_id, status=TaskStatus.QUEUED)
+        await self._dispatch(task_id, generation, run_here=run_here)
+        return await self.get_task(task_id)
+
+    async def reject(self, task_id: str, *, comment: str, decided_by: str | None = None) -> Task:
+        """Reject the task: nothing gated runs; the feedback is stored."""
+        task = await self.get_task(task_id)
+        if task.status is not TaskStatus.AWAITING_APPROVAL:
+            raise ConflictError(f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id)
+        await asyncio.to_thread(self.store.decide, task_id, approved=False, comment=comment, decided_by=decided_by)
+
+        def finalize() -> None:
+            runs = self.store.step_runs(task_id)
+            gated = [r for r in runs if r.status is StepStatus.AWAITING_APPROVAL]
+            self.store.write_steps(
+                task_id,
+                [StepUpdate(step_id=r.step_id, tool=r.tool, status=StepStatus.REJECTED, attempt=r.attempt,
+                            error=f"rejected: {comment}", finished_at=utcnow()) for r in gated],
+            )
+            self.store.update_task(
+                task_id, status=TaskStatus.REJECTED, only_if=[TaskStatus.AWAITING_APPROVAL],
+                finished_at=utcnow(), error=f"rejected: {comment}",
+            )
+
+        await asyncio.to_thread(finalize)
+        return await self.get_task(task_id)
+
+    async def cancel(self, task_id: str) -> Task:
+        task = await self.get_task(task_id)
+        if task.status.finished:
+            raise ConflictError(f"task {task_id!r} already {task.status.value}", task_id=task_id)
+        ok = await asyncio.to_thread(
+            self.store.update_task, task_id, status=TaskStatus.CANCELLED,
+            only_if=[TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL],
+            finished_at=utcnow(), error="cancelled",
+        )
+        if not ok:
+            raise ConflictError(f"task {task_id!r} finished before it could be cancelled", task_id=task_id)
+        await asyncio.to_thread(self.store.cancel_approvals, task_id)
+        return await self.get_task(task_id)

@@ -1,0 +1,159 @@
+"""Check a plan against the registry before anything runs; list every problem."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+
+from ..domain.models import ExecutionPlan, WorkflowStep
+from ..domain.refs import REF_PATTERN, Reference, find_references
+from ..errors import ToolNotFoundError, WorkflowValidationError
+from ..tools.registry import ToolRegistry
+
+_WHOLE_REF_MARK = "\x00ref\x00"
+
+
+def step_dependencies(step: WorkflowStep) -> set[str]:
+    """Explicit ``depends_on`` plus every step referenced by the inputs."""
+    return set(step.depends_on) | {r.step for r in find_references(step.inputs)}
+
+
+def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
+    """Raise :class:`WorkflowValidationError` listing every problem, or return if the plan is sound."""
+    problems: list[str] = []
+    ids = [s.id for s in plan.steps]
+    seen: set[str] = set()
+    for sid in ids:
+        if sid in seen:
+            problems.append(f"step {sid!r} is defined more than once")
+        seen.add(sid)
+    known = set(ids)
+
+    for step in plan.steps:
+        for dep in step.depends_on:
+            if dep == step.id:
+                problems.append(f"step {step.id!r} depends on itself")
+            elif dep not in known:
+                problems.append(f"step {step.id!r} depends on unknown step {dep!r}")
+        for ref in find_references(step.inputs):
+            if ref.step == step.id:
+                problems.append(f"step {step.id!r}: {ref} refers to the step's own output")
+            elif ref.step not in known:
+                problems.append(f"step {step.id!r}: {ref} refers to unknown step {ref.step!r}")
+        try:
+            tool = registry.get(step.tool)
+        except ToolNotFoundError:
+            hint = ", ".join(sorted(s.tool_id for s in registry.specs()))
+            problems.append(f"step {step.id!r}: unknown tool {step.tool!r} (registered: {hint})")
+            continue
+        problems.extend(_check_inputs(step, tool.spec.input_schema))
+        for ref in find_references(step.inputs):
+            if ref.step in known and ref.step != step.id:
+                problems.extend(_check_ref_path(step, ref, plan, registry))
+
+    cycle = _find_cycle(plan)
+    if cycle:
+        problems.append("dependency cycle: " + " -> ".join(repr(s) for s in cycle))
+    if problems:
+        raise WorkflowValidationError(problems)
+
+
+def execution_order(plan: ExecutionPlan) -> list[str]:
+    """A topological order of the step ids, stable with respect to the file's order."""
+    deps = {s.id: step_dependencies(s) for s in plan.steps}
+    order: list[str] = []
+    done: set[str] = set()
+    remaining = [s.id for s in plan.steps]
+    while remaining:
+        progressed = False
+        for sid in list(remaining):
+            if deps[sid] <= done:
+                order.append(sid)
+                done.add(sid)
+                remaining.remove(sid)
+                progressed = True
+        if not progressed:
+            raise WorkflowValidationError(["dependency cycle among " + ", ".join(repr(s) for s in remaining)])
+    return order
+
+
+def _check_inputs(step: WorkflowStep, schema: dict[str, Any]) -> list[str]:
+    ref_keys: set[str] = set()
+    probe = copy.deepcopy(step.inputs)
+    for key, value in step.inputs.items():
+        if isinstance(value, str) and REF_PATTERN.fullmatch(value.strip()):
+            ref_keys.add(key)
+            probe[key] = _WHOLE_REF_MARK
+        elif any(True for _ in find_references(value)):
+            # A reference nested in a list/dict/longer string: its type is only known at run time.
+            ref_keys.add(key)
+    problems: list[str] = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in validator.iter_errors(probe):
+        path = [str(p) for p in err.absolute_path]
+        if path and path[0] in ref_keys:
+            continue
+        if err.validator == "required":
+            problems.append(f"step {step.id!r} (tool {step.tool!r}): missing required input: {err.message}")
+        elif err.validator == "additionalProperties":
+            problems.append(f"step {step.id!r} (tool {step.tool!r}): unknown input: {err.message}")
+        else:
+            where = ".".join(path) or "(inputs)"
+            problems.append(f"step {step.id!r} (tool {step.tool!r}): input {where!r}: {err.message}")
+    return problems
+
+
+def _check_ref_path(step: WorkflowStep, ref: Reference, plan: ExecutionPlan, registry: ToolRegistry) -> list[str]:
+    if not ref.path or not isinstance(ref.path[0], str):
+        return []
+    target = plan.step(ref.step)
+    if target.tool not in registry:
+        return []
+    schema = registry.get(target.tool).spec.output_schema
+    schema = _deref(schema, schema)
+    props = schema.get("properties")
+    if not isinstance(props, dict) or not props:
+        return []
+    if ref.path[0] not in props:
+        fields = ", ".join(sorted(props)) or "none"  # pyright: ignore[reportUnknownArgumentType]  # JSON schema
+        return [f"step {step.id!r}: {ref} — tool {target.tool!r} output has no field {ref.path[0]!r} (fields: {fields})"]
+    return []
+
+
+def _deref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = root.get("$defs", {}).get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, dict):
+            return target  # pyright: ignore[reportUnknownVariableType]  # JSON schema
+    return node
+
+
+def _find_cycle(plan: ExecutionPlan) -> list[str] | None:
+    known = {s.id for s in plan.steps}
+    deps = {s.id: sorted(step_dependencies(s) & known - {s.id}) for s in plan.steps}
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        color[n] = 1
+        stack.append(n)
+        for d in deps[n]:
+            if color.get(d) == 1:
+                return [*stack[stack.index(d):], d]
+            if color.get(d) is None:
+                found = visit(d)
+                if found:
+                    return found
+        stack.pop()
+        color[n] = 2
+        return None
+
+    for sid in deps:
+        if color.get(sid) is None:
+            found = visit(sid)
+            if found:
+                return found
+    return None

@@ -1,0 +1,153 @@
+"""Configuration: environment (``ORCHESTRATOR_*``), ``orchestrator.toml`` and defaults.
+
+Precedence: explicit arguments > environment > toml file > defaults. Nested groups use ``__``
+in the environment (``ORCHESTRATOR_ENGINE__LEASE_SECONDS=10``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+CONFIG_FILE_ENV = "ORCHESTRATOR_CONFIG"
+DEFAULT_CONFIG_FILE = "orchestrator.toml"
+
+
+class EngineSettings(BaseModel):
+    task_concurrency: int = Field(default=8, ge=1, le=1000, description="Steps of one task running at once.")
+    global_concurrency: int = Field(default=64, ge=1, le=10000, description="Steps running at once in one process.")
+    worker_concurrency: int = Field(default=32, ge=1, le=10000, description="Tasks one worker runs at once.")
+    approval_expiry_hours: float = Field(default=24 * 7, gt=0, description="A parked approval expires after this.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0, description="An executor silent this long is dead; its tasks move.")
+    executor_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_rate: float = Field(default=2.0, ge=1)
+    queue_polling_seconds: float = Field(default=0.5, gt=0)
+
+
+class ToolSettings(BaseModel):
+    tool_modules: list[str] = Field(default_factory=list)
+    load_entry_points: bool = True
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_max_bytes: int = Field(default=5_000_000, gt=0)
+
+
+class Settings(BaseSettings):
+    """Every setting of the orchestrator."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default=Path(".orchestrator"), description="SQLite files, workspace and logs.")
+    database_url: str | None = Field(default=None, description="postgresql://... ; default: SQLite in home.")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    log_level: str = Field(default="WARNING", pattern=r"^(?i)(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme.split("+")[0] not in {"postgresql", "postgres", "sqlite"}:
+            raise ValueError("must start with postgresql:// or sqlite:///")
+        if scheme in {"postgres", "postgresql+psycopg", "postgresql+psycopg2"}:
+            v = "postgresql://" + v.split("://", 1)[1]
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+    # Derived locations -------------------------------------------------------------------
+    @property
+    def workspace(self) -> Path:
+        return self.home / "workspace"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url is not None and self.database_url.startswith("postgresql")
+
+    @property
+    def app_database_url(self) -> str:
+        """SQLAlchemy URL of the orchestrator's own tables."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home / 'orchestrator.sqlite'}"
+        if self.is_postgres:
+            return "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
+        return self.database_url
+
+    @property
+    def system_database_url(self) -> str:
+        """URL of DBOS's system database (its own SQLite file, or the same Postgres database)."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home / 'dbos.sqlite'}"
+        if self.is_postgres:
+            return self.database_url
+        base = self.database_url.removesuffix(".sqlite").removesuffix(".db")
+        return base + "-dbos.sqlite"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.workspace, self.home / "logs"):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one :class:`ConfigError` naming the setting."""
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit and not Path(explicit).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}={explicit!r}: no such file", setting=CONFIG_FILE_ENV)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        env_name = "ORCHESTRATOR_" + "__".join(p.upper() for p in loc)
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        raise ConfigError(
+            f"invalid setting {'.'.join(loc)} / {env_name}: {err['msg']}{shown}", setting=".".join(loc)
+        ) from exc
+    except Exception as exc:  # a malformed toml file
+        raise ConfigError(f"cannot read configuration: {exc}", setting=CONFIG_FILE_ENV) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

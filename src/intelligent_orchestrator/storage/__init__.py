@@ -1,0 +1,18 @@
+"""Storage: tables, migrations and the repository."""
+
+from .db import create_engine, dbos_sqlite_engine, current_revision, head_revision, upgrade
+from .repository import ArtifactRecord, EffectRecord, ExecutorInfo, StepUpdate, Store, utcnow
+
+__all__ = [
+    "ArtifactRecord",
+    "EffectRecord",
+    "ExecutorInfo",
+    "StepUpdate",
+    "Store",
+    "create_engine",
+    "dbos_sqlite_engine",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+    "utcnow",
+]

@@ -1,0 +1,509 @@
+"""The one gateway to the orchestrator's tables; returns domain objects."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..domain.models import (
+    Approval,
+    ApprovalStatus,
+    ExecutionPlan,
+    StepRun,
+    StepStatus,
+    Task,
+    TaskStatus,
+)
+from ..errors import ConflictError, NotFoundError
+from .tables import (
+    ApprovalRow,
+    ArtifactRow,
+    ExecutorRow,
+    FeedbackRow,
+    SideEffectRow,
+    StepRunRow,
+    TaskRow,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepUpdate:
+    """One step transition, written together with others in one transaction."""
+
+    step_id: str
+    tool: str
+    status: StepStatus
+    attempt: int = 0
+    inputs: Any = None
+    output: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    cost: float = 0.0
+    executor_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRecord:
+    step_id: str
+    path: str
+    media_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EffectRecord:
+    key: str
+    status: str
+    receipt: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorInfo:
+    executor_id: str
+    kind: str
+    host: str
+    pid: int
+    status: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+class Store:
+    """Repository over the orchestrator's tables (sync; call through ``asyncio.to_thread``)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # Tasks -------------------------------------------------------------------------------
+    def create_task(
+        self,
+        plan: ExecutionPlan,
+        *,
+        task_id: str | None = None,
+        request: str | None = None,
+        user_id: str | None = None,
+        auto_approve: bool = False,
+    ) -> Task:
+        now = utcnow()
+        row = TaskRow(
+            task_id=task_id or uuid.uuid4().hex,
+            name=plan.name,
+            status=TaskStatus.QUEUED.value,
+            request=request,
+            user_id=user_id,
+            plan=plan.model_dump(mode="json"),
+            auto_approve=auto_approve,
+            created_at=now,
+            updated_at=now,
+            total_cost=0.0,
+            run_generation=0,
+        )
+        with self.session() as s, s.begin():
+            s.add(row)
+        return _task(row)
+
+    def get_task(self, task_id: str) -> Task:
+        with self.session() as s:
+            row = s.get(TaskRow, task_id)
+            if row is None:
+                raise NotFoundError("task", task_id)
+            return _task(row)
+
+    def task_generation(self, task_id: str) -> int:
+        with self.session() as s:
+            row = s.get(TaskRow, task_id)
+            if row is None:
+                raise NotFoundError("task", task_id)
+            return row.run_generation
+
+    def list_tasks(self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0) -> tuple[list[Task], int]:
+        with self.session() as s:
+            q = sa.select(TaskRow)
+            count_q = sa.select(sa.func.count()).select_from(TaskRow)
+            if status is not None:
+                q = q.where(TaskRow.status == status.value)
+                count_q = count_q.where(TaskRow.status == status.value)
+            rows = s.scalars(q.order_by(TaskRow.created_at.desc(), TaskRow.task_id).offset(offset).limit(limit)).all()
+            total = s.scalar(count_q) or 0
+            return [_task(r) for r in rows], total
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        status: TaskStatus | None = None,
+        only_if: Iterable[TaskStatus] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Update a task; with ``only_if``, only when its status is one of those (returns whether it did)."""
+        values: dict[str, Any] = {"updated_at": utcnow(), **fields}
+        if status is not None:
+            values["status"] = status.value
+        stmt = sa.update(TaskRow).where(TaskRow.task_id == task_id).values(**values)
+        if only_if is not None:
+            stmt = stmt.where(TaskRow.status.in_([s.value for s in only_if]))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def bump_generation(self, task_id: str, *, status: TaskStatus) -> int:
+        with self.session() as s, s.begin():
+            row = s.get(TaskRow, task_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError("task", task_id)
+            row.run_generation += 1
+            row.status = status.value
+            row.updated_at = utcnow()
+            return row.run_generation
+
+    # Step runs ---------------------------------------------------------------------------
+    def step_runs(self, task_id: str) -> list[StepRun]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)).all()
+            return [_step(r) for r in rows]
+
+    def write_steps(
+        self,
+        task_id: str,
+        updates: Sequence[StepUpdate],
+        *,
+        artifacts: Sequence[ArtifactRecord] = (),
+        add_cost: float = 0.0,
+    ) -> None:
+        """Upsert step rows (and artifacts, and the task's cost) in one transaction."""
+        if not updates and not artifacts:
+            return
+        with self.session() as s, s.begin():
+            existing = {
+                r.step_id: r
+                for r in s.scalars(
+                    sa.select(StepRunRow).where(
+                        StepRunRow.task_id == task_id,
+                        StepRunRow.step_id.in_([u.step_id for u in updates]),
+                    )
+                )
+            } if updates else {}
+            for u in updates:
+                row = existing.get(u.step_id)
+                if row is None:
+                    row = StepRunRow(task_id=task_id, step_id=u.step_id)
+                    s.add(row)
+                    existing[u.step_id] = row
+                row.tool = u.tool
+                row.status = u.status.value
+                row.attempt = u.attempt
+                if u.inputs is not None:
+                    row.inputs = u.inputs
+                row.output = u.output
+                row.error = u.error
+                if u.started_at is not None:
+                    row.started_at = u.started_at
+                row.finished_at = u.finished_at
+                row.duration_ms = u.duration_ms
+                row.cost = u.cost
+                if u.executor_id is not None:
+                    row.executor_id = u.executor_id
+            now = utcnow()
+            for a in artifacts:
+                s.add(
+                    ArtifactRow(
+                        task_id=task_id, step_id=a.step_id, path=a.path, media_type=a.media_type,
+                        size=a.size, sha256=a.sha256, created_at=now,
+                    )
+                )
+            if add_cost:
+                s.execute(
+                    sa.update(TaskRow).where(TaskRow.task_id == task_id).values(total_cost=TaskRow.total_cost + add_cost)
+                )
+
+    def artifacts(self, task_id: str) -> list[ArtifactRecord]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(ArtifactRow).where(ArtifactRow.task_id == task_id).order_by(ArtifactRow.id)).all()
+            return [
+                ArtifactRecord(step_id=r.step_id, path=r.path, media_type=r.media_type, size=r.size, sha256=r.sha256)
+                for r in rows
+            ]
+
+    # Approvals ---------------------------------------------------------------------------
+    def request_approval(
+        self,
+        task_id: str,
+        step_id: str | None,
+        *,
+        expires_in: timedelta,
+        auto_by: str | None = None,
+    ) -> Approval:
+        """The approval for (task, step): the newest one, or a new pending (or auto-approved) one."""
+        with self.session() as s, s.begin():
+            row = s.scalars(
+                sa.select(ApprovalRow)
+                .where(ApprovalRow.task_id == task_id, _step_is(step_id))
+                .order_by(ApprovalRow.requested_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                return _approval(row)
+            now = utcnow()
+            row = ApprovalRow(
+                approval_id=uuid.uuid4().hex,
+                task_id=task_id,
+                step_id=step_id,
+                status=(ApprovalStatus.APPROVED if auto_by else ApprovalStatus.PENDING).value,
+                requested_at=now,
+                expires_at=now + expires_in,
+                decided_at=now if auto_by else None,
+                decided_by=auto_by,
+            )
+            s.add(row)
+            return _approval(row)
+
+    def approvals(self, task_id: str) -> list[Approval]:
+        with self.session() as s:
+            rows = s.scalars(
+                sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id).order_by(ApprovalRow.requested_at)
+            ).all()
+            return [_approval(r) for r in rows]
+
+    def decide(
+        self,
+        task_id: str,
+        *,
+        approved: bool,
+        comment: str | None,
+        decided_by: str | None,
+        step_id: str | None = None,
+    ) -> list[Approval]:
+        """Decide every pending approval of the task (or only ``step_id``'s)."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            task = s.get(TaskRow, task_id, with_for_update=True)
+            if task is None:
+                raise NotFoundError("task", task_id)
+            q = sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+            if step_id is not None:
+                q = q.where(ApprovalRow.step_id == step_id)
+            rows = list(s.scalars(q.with_for_update()))
+            if not rows:
+                expired = s.scalars(
+                    sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.EXPIRED.value)
+                ).first()
+                if expired is not None:
+                    raise ConflictError(f"the approval of task {task_id!r} expired at {_aware(expired.expires_at)}", task_id=task_id)
+                raise ConflictError(f"task {task_id!r} has no pending approval (status {task.status})", task_id=task_id)
+            for r in rows:
+                if r.expires_at is not None and _aware(r.expires_at) <= now:  # type: ignore[operator]  # not None here
+                    r.status = ApprovalStatus.EXPIRED.value
+                    continue
+                r.status = (ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED).value
+                r.decided_at = now
+                r.decided_by = decided_by
+                r.comment = comment
+            decided = [r for r in rows if r.status != ApprovalStatus.EXPIRED.value]
+            if not decided:
+                raise ConflictError(f"the approval of task {task_id!r} has expired", task_id=task_id)
+            if comment:
+                s.add(
+                    FeedbackRow(
+                        task_id=task_id, approval_id=decided[0].approval_id,
+                        kind="approval" if approved else "rejection", text=comment, author=decided_by, created_at=now,
+                    )
+                )
+            return [_approval(r) for r in decided]
+
+    def cancel_approvals(self, task_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ApprovalRow)
+                .where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+                .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
+            )
+
+    def expire_approvals(self, *, now: datetime | None = None) -> list[str]:
+        """Expire pending approvals past their deadline; returns the affected task ids."""
+        now = now or utcnow()
+        with self.session() as s, s.begin():
+            rows = list(
+                s.scalars(
+                    sa.select(ApprovalRow)
+                    .where(ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for r in rows:
+                r.status = ApprovalStatus.EXPIRED.value
+                r.decided_at = now
+            task_ids = sorted({r.task_id for r in rows})
+            if task_ids:
+                s.execute(
+                    sa.update(TaskRow)
+                    .where(TaskRow.task_id.in_(task_ids), TaskRow.status == TaskStatus.AWAITING_APPROVAL.value)
+                    .values(status=TaskStatus.EXPIRED.value, finished_at=now, updated_at=now, error="approval expired")
+                )
+            return task_ids
+
+    def feedback(self, task_id: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(FeedbackRow).where(FeedbackRow.task_id == task_id).order_by(FeedbackRow.id)).all()
+            return [
+                {"kind": r.kind, "text": r.text, "author": r.author, "created_at": _aware(r.created_at)} for r in rows
+            ]
+
+    # Side-effect ledger ------------------------------------------------------------------
+    def effect(self, key: str) -> EffectRecord | None:
+        with self.session() as s:
+            row = s.get(SideEffectRow, key)
+            return None if row is None else EffectRecord(key=key, status=row.status, receipt=row.receipt)
+
+    def effect_started(self, key: str, *, task_id: str, step_id: str, tool: str) -> None:
+        now = utcnow()
+        with self.session() as s, s.begin():
+            if s.get(SideEffectRow, key) is None:
+                s.add(SideEffectRow(idempotency_key=key, task_id=task_id, step_id=step_id, tool=tool,
+                                    status="started", created_at=now, updated_at=now))
+
+    def effect_done(self, key: str, receipt: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(SideEffectRow).where(SideEffectRow.idempotency_key == key)
+                .values(status="done", receipt=receipt, updated_at=utcnow())
+            )
+
+    def effects(self, task_id: str) -> list[EffectRecord]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(SideEffectRow).where(SideEffectRow.task_id == task_id)).all()
+            return [EffectRecord(key=r.idempotency_key, status=r.status, receipt=r.receipt) for r in rows]
+
+    # Executors ---------------------------------------------------------------------------
+    def register_executor(self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta) -> None:
+        now = utcnow()
+        with self.session() as s, s.begin():
+            row = s.get(ExecutorRow, executor_id, with_for_update=True)
+            if row is not None and row.status == "alive" and row.pid != pid and _aware(row.heartbeat_at) > now - lease:  # type: ignore[operator]  # not None
+                raise ConflictError(
+                    f"executor id {executor_id!r} is in use by pid {row.pid} on {row.host!r} (heartbeat {_aware(row.heartbeat_at)})"
+                )
+            if row is None:
+                s.add(ExecutorRow(executor_id=executor_id, kind=kind, host=host, pid=pid, status="alive",
+                                  started_at=now, heartbeat_at=now))
+            else:
+                row.kind, row.host, row.pid, row.status = kind, host, pid, "alive"
+                row.started_at = row.heartbeat_at = now
+                row.recovered_by = row.recovered_at = None
+
+    def heartbeat(self, executor_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ExecutorRow).where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "alive")
+                .values(heartbeat_at=utcnow())
+            )
+
+    def stop_executor(self, executor_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ExecutorRow).where(ExecutorRow.executor_id == executor_id).values(status="stopped", heartbeat_at=utcnow())
+            )
+
+    def claim_dead_executors(self, *, me: str, lease: timedelta) -> list[str]:
+        """Atomically take over executors whose lease ran out (or that stopped); returns their ids."""
+        now = utcnow()
+        cutoff = now - lease
+        claimed: list[str] = []
+        with self.engine.begin() as conn:
+            candidates = conn.execute(
+                sa.select(ExecutorRow.executor_id).where(
+                    ExecutorRow.executor_id != me,
+                    sa.or_(
+                        sa.and_(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff),
+                        ExecutorRow.status == "stopped",
+                    ),
+                )
+            ).scalars().all()
+        for ex in candidates:
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    sa.update(ExecutorRow)
+                    .where(
+                        ExecutorRow.executor_id == ex,
+                        sa.or_(
+                            sa.and_(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff),
+                            ExecutorRow.status == "stopped",
+                        ),
+                    )
+                    .values(status="recovered", recovered_by=me, recovered_at=now)
+                ).rowcount
+            if done:
+                claimed.append(ex)
+        return claimed
+
+    def live_executors(self, *, lease: timedelta, kinds: Iterable[str] | None = None) -> list[ExecutorInfo]:
+        cutoff = utcnow() - lease
+        with self.session() as s:
+            q = sa.select(ExecutorRow).where(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at >= cutoff)
+            if kinds is not None:
+                q = q.where(ExecutorRow.kind.in_(list(kinds)))
+            return [
+                ExecutorInfo(executor_id=r.executor_id, kind=r.kind, host=r.host, pid=r.pid, status=r.status,
+                             started_at=_aware(r.started_at), heartbeat_at=_aware(r.heartbeat_at))  # type: ignore[arg-type]  # not None
+                for r in s.scalars(q)
+            ]
+
+
+def _step_is(step_id: str | None) -> sa.ColumnElement[bool]:
+    return ApprovalRow.step_id.is_(None) if step_id is None else ApprovalRow.step_id == step_id
+
+
+def _task(r: TaskRow) -> Task:
+    return Task(
+        task_id=r.task_id,
+        status=TaskStatus(r.status),
+        name=r.name,
+        request=r.request,
+        user_id=r.user_id,
+        plan=ExecutionPlan.model_validate(r.plan),
+        created_at=_aware(r.created_at),  # type: ignore[arg-type]  # not None
+        updated_at=_aware(r.updated_at),  # type: ignore[arg-type]  # not None
+        started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at),
+        error=r.error,
+        failed_step=r.failed_step,
+        total_cost=r.total_cost or 0.0,
+        auto_approve=bool(r.auto_approve),
+    )
+
+
+def _step(r: StepRunRow) -> StepRun:
+    return StepRun(
+        task_id=r.task_id, step_id=r.step_id, tool=r.tool, status=StepStatus(r.status), attempt=r.attempt,
+        inputs=r.inputs, output=r.output, error=r.error, started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at), duration_ms=r.duration_ms, cost=r.cost or 0.0,
+    )
+
+
+def _approval(r: ApprovalRow) -> Approval:
+    return Approval(
+        approval_id=r.approval_id, task_id=r.task_id, step_id=r.step_id, status=ApprovalStatus(r.status),
+        requested_at=_aware(r.requested_at),  # type: ignore[arg-type]  # not None
+        expires_at=_aware(r.expires_at), decided_at=_aware(r.decided_at), decided_by=r.decided_by, comment=r.comment,
+    )

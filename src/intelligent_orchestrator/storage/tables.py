@@ -1,0 +1,128 @@
+"""SQLAlchemy tables of the orchestrator (not DBOS's own system tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+UTCDateTime = sa.DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    task_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    request: Mapped[str | None] = mapped_column(sa.Text)
+    user_id: Mapped[str | None] = mapped_column(sa.String(200))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    auto_approve: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    failed_step: Mapped[str | None] = mapped_column(sa.String(64))
+    total_cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    run_generation: Mapped[int] = mapped_column(sa.Integer, default=0)
+    executor_id: Mapped[str | None] = mapped_column(sa.String(100))
+
+
+class StepRunRow(Base):
+    __tablename__ = "step_runs"
+    __table_args__ = (sa.UniqueConstraint("task_id", "step_id", name="uq_step_runs_task_step"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(sa.String(64))
+    tool: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
+    inputs: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    output: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float | None] = mapped_column(sa.Float)
+    cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    executor_id: Mapped[str | None] = mapped_column(sa.String(100))
+
+
+class ApprovalRow(Base):
+    __tablename__ = "approvals"
+
+    approval_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200))
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    approval_id: Mapped[str | None] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    text: Mapped[str] = mapped_column(sa.Text)
+    author: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(sa.String(64))
+    path: Mapped[str] = mapped_column(sa.String(1000))
+    media_type: Mapped[str] = mapped_column(sa.String(200))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SideEffectRow(Base):
+    """Ledger of side effects, keyed by task and step: what makes them run once."""
+
+    __tablename__ = "side_effects"
+
+    idempotency_key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    task_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    step_id: Mapped[str] = mapped_column(sa.String(64))
+    tool: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16))  # started | done
+    receipt: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExecutorRow(Base):
+    """A process running tasks; its heartbeat is its lease."""
+
+    __tablename__ = "executors"
+
+    executor_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    host: Mapped[str] = mapped_column(sa.String(200))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)  # alive | stopped | dead
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recovered_by: Mapped[str | None] = mapped_column(sa.String(100))
+    recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

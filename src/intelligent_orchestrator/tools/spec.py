@@ -1,0 +1,191 @@
+"""Tools: a specification plus an async implementation, and the ``@tool`` decorator."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import mimetypes
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import httpx
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from ..domain.models import ToolSpecification
+from ..errors import ConfigError, ToolInputError
+
+Implementation = Callable[[dict[str, Any], "ToolContext"], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file a tool produced, stored in the workspace's ``artifacts/`` folder."""
+
+    path: str  # relative to the workspace
+    media_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolContext:
+    """What a running tool may use: where it is, its workspace and its idempotency key."""
+
+    task_id: str
+    step_id: str
+    workspace: Path
+    idempotency_key: str
+    http_timeout_seconds: float = 30.0
+    http_max_bytes: int = 5_000_000
+    http_transport: httpx.AsyncBaseTransport | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    attempt: int = 0
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workspace / "artifacts" / self.task_id
+
+    def save_artifact(self, name: str, data: bytes, *, media_type: str | None = None) -> Artifact:
+        """Write ``data`` under ``artifacts/<task>/<step>-<name>`` and remember it."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "artifact"
+        target = self.artifacts_dir / f"{self.step_id}-{safe}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        art = Artifact(
+            path=target.relative_to(self.workspace).as_posix(),
+            media_type=media_type or mimetypes.guess_type(safe)[0] or "application/octet-stream",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        self.artifacts.append(art)
+        return art
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tool:
+    """A registered tool: its public specification and how to call it."""
+
+    spec: ToolSpecification
+    implementation: Implementation
+    input_model: type[BaseModel] | None = None
+    approval_predicate: Callable[[dict[str, Any]], bool] | None = None
+
+    @property
+    def tool_id(self) -> str:
+        return self.spec.tool_id
+
+    def needs_approval(self, args: dict[str, Any]) -> bool:
+        """Whether a call with these (resolved) arguments must wait for a person."""
+        if self.approval_predicate is not None:
+            return self.approval_predicate(args)
+        return self.spec.needs_approval
+
+    def validate_input(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Check ``args`` against the input schema; the error names every bad field."""
+        if self.input_model is not None:
+            try:
+                return self.input_model.model_validate(args).model_dump()
+            except ValidationError as exc:
+                raise ToolInputError(_pydantic_problems(self.tool_id, exc), tool_id=self.tool_id) from exc
+        validator = jsonschema.Draft202012Validator(self.spec.input_schema)
+        errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+        if errors:
+            problems = "; ".join(_jsonschema_problem(e) for e in errors)
+            raise ToolInputError(f"invalid input for tool {self.tool_id!r}: {problems}", tool_id=self.tool_id)
+        return args
+
+    async def invoke(self, args: dict[str, Any], ctx: ToolContext) -> Any:
+        """Validate ``args`` and run the tool; the result is JSON-compatible."""
+        valid = self.validate_input(args)
+        result = await self.implementation(valid, ctx)
+        return to_jsonable(result)
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+def _pydantic_problems(tool_id: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(input)"
+        parts.append(f"field {loc!r}: {err['msg']}")
+    return f"invalid input for tool {tool_id!r}: " + "; ".join(parts)
+
+
+def _jsonschema_problem(err: jsonschema.ValidationError) -> str:
+    loc = ".".join(str(p) for p in err.absolute_path)
+    return f"field {loc!r}: {err.message}" if loc else err.message
+
+
+def tool(
+    tool_id: str | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    category: str = "general",
+    estimated_cost: float = 0.0,
+    success_rate: float = 1.0,
+    source: str = "builtin",
+    side_effects: bool = False,
+    requires_approval: bool | None = None,
+    timeout_seconds: float = 60.0,
+) -> Callable[[Callable[..., Awaitable[Any]]], Tool]:
+    """Turn an async function into a :class:`Tool`, deriving the schemas from its type hints.
+
+    The function's parameters (except one annotated ``ToolContext``) become the input schema;
+    its return annotation becomes the output schema; its docstring the description.
+    """
+
+    def decorate(func: Callable[..., Awaitable[Any]]) -> Tool:
+        if not inspect.iscoroutinefunction(func):
+            raise ConfigError(f"tool {func.__name__!r} must be an async function", setting="tools")
+        hints = get_type_hints(func)
+        sig = inspect.signature(func)
+        fields: dict[str, Any] = {}
+        ctx_param: str | None = None
+        for pname, param in sig.parameters.items():
+            annotation = hints.get(pname, Any)
+            if annotation is ToolContext:
+                ctx_param = pname
+                continue
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[pname] = (annotation, Field(default=default))
+        tid = tool_id or func.__name__
+        model = create_model(  # type: ignore[call-overload]  # dynamic field definitions
+            f"{tid}_input", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        ret = hints.get("return", Any)
+        output_schema: dict[str, Any] = {} if ret is Any else TypeAdapter(ret).json_schema()
+        doc = inspect.getdoc(func) or ""
+        spec = ToolSpecification(
+            tool_id=tid,
+            name=name or tid.replace("_", " ").capitalize(),
+            description=description or doc.split("\n\n")[0].strip() or tid,
+            category=category,
+            input_schema=model.model_json_schema(),
+            output_schema=output_schema,
+            estimated_cost=estimated_cost,
+            success_rate=success_rate,
+            source=source,
+            side_effects=side_effects,
+            requires_approval=requires_approval,
+            timeout_seconds=timeout_seconds,
+        )
+
+        async def implementation(args: dict[str, Any], ctx: ToolContext) -> Any:
+            kwargs = dict(args)
+            if ctx_param is not None:
+                kwargs[ctx_param] = ctx
+            return await func(**kwargs)
+
+        return Tool(spec=spec, implementation=implementation, input_model=model)
+
+    return decorate
