@@ -196,3 +196,19 @@ async def test_parked_approval_expires(orch: Orchestrator) -> None:
     with pytest.raises(ConflictError):
         await orch.approve(task.task_id)
     assert outbox(orch.settings.workspace) == []
+
+
+async def test_a_recorded_side_effect_is_never_invoked_again(orch: Orchestrator) -> None:
+    """The ledger says 'done' but the step checkpoint was lost: the receipt is reused."""
+    p = plan({"id": "send", "tool": "deliver", "inputs": {"message": "x"}})
+    task = orch.store.create_task(p, auto_approve=True)
+    key = f"{task.task_id}:send"
+    orch.store.effect_started(key, task_id=task.task_id, step_id="send", tool="deliver")
+    orch.store.effect_done(key, {"receipt": "from-ledger"})
+    assert orch.host is not None
+    await orch.host.start_task(task.task_id)
+    result = await orch.wait(task.task_id, timeout=30)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    assert by_id(result)["send"].output == {"receipt": "from-ledger"}
+    assert runs(orch.settings.workspace, task.task_id) == []
+    assert outbox(orch.settings.workspace) == []

@@ -82,7 +82,10 @@ async def crash(ctx: ToolContext) -> dict[str, int]:
 
 @tool("deliver", category="test", side_effects=True)
 async def deliver(ctx: ToolContext, message: str, hold_seconds: float = 0.0) -> dict[str, str]:
-    """Side effect: append to outbox.log once per idempotency key (like an API that honours the key)."""
+    """Side effect: append to outbox.log once per idempotency key (like an API that honours the key).
+
+    ``hold_seconds`` keeps the first attempt busy after the effect, so a test can kill it there.
+    """
     _count(ctx, "deliver")
     outbox = ctx.workspace / "outbox.log"
     lines = outbox.read_text().splitlines() if outbox.exists() else []
@@ -92,8 +95,16 @@ async def deliver(ctx: ToolContext, message: str, hold_seconds: float = 0.0) -> 
             f.flush()
             os.fsync(f.fileno())
     (ctx.workspace / f"delivered-{ctx.task_id}-{ctx.step_id}").touch()
-    await asyncio.sleep(hold_seconds)
+    if ctx.attempt <= 1:
+        await asyncio.sleep(hold_seconds)
     return {"receipt": ctx.idempotency_key}
+
+
+def run_pids(workspace: Path, task_id: str) -> set[int]:
+    """Process ids that ran steps of the task."""
+    log = workspace / "runs.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return {int(line.split()[3]) for line in lines if line.split()[0] == task_id}
 
 
 def outbox(workspace: Path) -> list[str]:

@@ -98,6 +98,9 @@ def current_revision(engine: sa.Engine) -> str | None:
 def upgrade(engine: sa.Engine, revision: str = "head") -> str:
     """Apply migrations up to ``revision``; returns the revision now current."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes starting on an empty database must not both create the tables.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274001)"))
         command.upgrade(_alembic_config(conn), revision)
     rev = current_revision(engine)
     logger.info("database upgraded", extra={"revision": rev})

@@ -147,7 +147,7 @@ def tool(
     def decorate(func: Callable[..., Awaitable[Any]]) -> Tool:
         if not inspect.iscoroutinefunction(func):
             raise ConfigError(f"tool {func.__name__!r} must be an async function", setting="tools")
-        hints = get_type_hints(func)
+        hints = get_type_hints(func, include_extras=True)
         sig = inspect.signature(func)
         fields: dict[str, Any] = {}
         ctx_param: str | None = None

@@ -1,0 +1,163 @@
+"""kill -9 a real worker at the worst moments; another worker must finish the work."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from intelligent_orchestrator.domain.models import StepStatus, TaskStatus
+from intelligent_orchestrator.settings import Settings
+from intelligent_orchestrator.storage import Store, create_engine
+from tests.support.procs import Worker, cli, orchestrator_env, wait_for
+from tests.support.tools import outbox, runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    e = orchestrator_env(settings.home, settings.database_url)
+    done = cli(e, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    return e
+
+
+@pytest.fixture
+def store(settings: Settings, env: dict[str, str]):
+    engine = create_engine(settings.app_database_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+def submit(env: dict[str, str], tmp_path: Path, workflow: dict, *extra: str) -> str:
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(workflow))
+    done = cli(env, "run", "--plan", str(path), "--json", *extra)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["task_id"]
+
+
+def status(store: Store, task_id: str) -> TaskStatus:
+    return store.get_task(task_id).status
+
+
+def step_status(store: Store, task_id: str) -> dict[str, StepStatus]:
+    return {r.step_id: r.status for r in store.step_runs(task_id)}
+
+
+def finished(store: Store, task_id: str) -> bool:
+    return status(store, task_id).finished
+
+
+def test_kill_during_a_running_step_resumes_without_redoing_finished_steps(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    ws = settings.workspace
+    a = Worker(env, "crash-a", tmp_path)
+    try:
+        task_id = submit(env, tmp_path, {"name": "chain", "steps": [
+            {"id": "first", "tool": "noop", "inputs": {"value": 1}},
+            {"id": "slow", "tool": "sleep", "inputs": {"seconds": 1.5, "value": 2}, "depends_on": ["first"]},
+            {"id": "last", "tool": "add", "inputs": {"a": "${steps.slow.output.value}", "b": 40}},
+        ]})
+        wait_for(lambda: (ws / f"started-{task_id}-slow").exists(), timeout=60, what="slow step to start")
+        a.kill9()
+    finally:
+        a.stop()
+    assert status(store, task_id) is TaskStatus.RUNNING
+    b = Worker(env, "crash-b", tmp_path)
+    try:
+        wait_for(lambda: finished(store, task_id), timeout=60, what="recovery by worker b")
+    finally:
+        b.stop()
+    assert status(store, task_id) is TaskStatus.SUCCEEDED, b.output()
+    assert runs(ws, task_id).count("first") == 1
+    assert runs(ws, task_id).count("slow") == 2  # interrupted, so run again
+    assert runs(ws, task_id).count("last") == 1
+    assert {r.step_id: r.output for r in store.step_runs(task_id)}["last"] == {"value": 42}
+
+
+def test_kill_during_parallel_steps_reruns_only_the_interrupted_ones(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    ws = settings.workspace
+    a = Worker(env, "par-a", tmp_path)
+    try:
+        task_id = submit(env, tmp_path, {"name": "fan", "steps": [
+            {"id": "quick", "tool": "noop"},
+            *({"id": f"p{i}", "tool": "sleep", "inputs": {"seconds": 1.5, "value": i}} for i in range(3)),
+            {"id": "join", "tool": "noop", "depends_on": ["p0", "p1", "p2", "quick"]},
+        ]})
+        wait_for(
+            lambda: all((ws / f"started-{task_id}-p{i}").exists() for i in range(3))
+            and step_status(store, task_id).get("quick") is StepStatus.SUCCEEDED,
+            timeout=60, what="parallel steps to start",
+        )
+        a.kill9()
+    finally:
+        a.stop()
+    b = Worker(env, "par-b", tmp_path)
+    try:
+        wait_for(lambda: finished(store, task_id), timeout=60, what="recovery")
+    finally:
+        b.stop()
+    assert status(store, task_id) is TaskStatus.SUCCEEDED, b.output()
+    counts = {s: runs(ws, task_id).count(s) for s in ("quick", "p0", "p1", "p2", "join")}
+    assert counts == {"quick": 1, "p0": 2, "p1": 2, "p2": 2, "join": 1}
+
+
+def test_kill_while_parked_then_approve_sends_once(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    ws = settings.workspace
+    a = Worker(env, "park-a", tmp_path)
+    try:
+        task_id = submit(env, tmp_path, {"name": "mail", "steps": [
+            {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
+            {"id": "send", "tool": "deliver", "inputs": {"message": "v${steps.draft.output.value}"}},
+        ]})
+        wait_for(lambda: status(store, task_id) is TaskStatus.AWAITING_APPROVAL, timeout=60, what="parking")
+        a.kill9()
+    finally:
+        a.stop()
+    b = Worker(env, "park-b", tmp_path)
+    try:
+        wait_for(lambda: bool(store.live_executors(lease=timedelta(seconds=2), kinds=["worker"])),
+                 timeout=30, what="worker b")
+        done = cli(env, "approve", task_id, "--comment", "ok", "--json")
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: finished(store, task_id), timeout=60, what="approved task to finish")
+    finally:
+        b.stop()
+    assert status(store, task_id) is TaskStatus.SUCCEEDED, b.output()
+    assert outbox(ws) == [f"{task_id}:send v5"]
+    assert runs(ws, task_id).count("draft") == 1
+
+
+def test_kill_in_the_middle_of_a_side_effect_does_not_repeat_it(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    ws = settings.workspace
+    a = Worker(env, "fx-a", tmp_path)
+    try:
+        task_id = submit(env, tmp_path, {"name": "fx", "steps": [
+            {"id": "send", "tool": "deliver", "inputs": {"message": "once", "hold_seconds": 30}},
+        ]}, "--auto-approve")
+        wait_for(lambda: (ws / f"delivered-{task_id}-send").exists(), timeout=60, what="effect to happen")
+        a.kill9()  # the effect happened, the step never finished
+    finally:
+        a.stop()
+    assert outbox(ws) == [f"{task_id}:send once"]
+    assert [e.status for e in store.effects(task_id)] == ["started"]
+    b = Worker(env, "fx-b", tmp_path)
+    try:
+        wait_for(lambda: finished(store, task_id), timeout=60, what="recovery")
+    finally:
+        b.stop()
+    assert status(store, task_id) is TaskStatus.SUCCEEDED, b.output()
+    assert outbox(ws) == [f"{task_id}:send once"]  # the re-run carried the same idempotency key
+    assert runs(ws, task_id).count("send") == 2
+    assert [e.status for e in store.effects(task_id)] == ["done"]

@@ -1,0 +1,76 @@
+"""Real orchestrator processes for crash and multi-worker tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TOOLS_MODULE = str(Path(__file__).with_name("tools.py"))
+
+
+def orchestrator_env(home: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env.update(
+        ORCHESTRATOR_HOME=str(home),
+        ORCHESTRATOR_TOOLS__TOOL_MODULES=json.dumps([TOOLS_MODULE]),
+        ORCHESTRATOR_TOOLS__LOAD_ENTRY_POINTS="false",
+        ORCHESTRATOR_ENGINE__HEARTBEAT_SECONDS="0.5",
+        ORCHESTRATOR_ENGINE__LEASE_SECONDS="2",
+        ORCHESTRATOR_ENGINE__QUEUE_POLLING_SECONDS="0.1",
+        PYTHONUNBUFFERED="1",
+    )
+    if database_url:
+        env["ORCHESTRATOR_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "intelligent_orchestrator", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+class Worker:
+    """An ``orchestrator worker`` process."""
+
+    def __init__(self, env: dict[str, str], executor_id: str, log_dir: Path) -> None:
+        self.executor_id = executor_id
+        self.log = (log_dir / f"{executor_id}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "intelligent_orchestrator", "worker", "--executor-id", executor_id],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+
+def wait_for(cond: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
