@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from .domain.models import (
     Approval,
     ApprovalStatus,
+    ArtifactRef,
     ExecutionPlan,
     ExecutionResult,
     StepStatus,
@@ -162,7 +164,12 @@ class Orchestrator:
     async def status(self, task_id: str) -> ExecutionResult:
         def read() -> ExecutionResult:
             task = self.store.get_task(task_id)
-            return ExecutionResult(task=task, steps=self.store.step_runs(task_id), approvals=self.store.approvals(task_id))
+            return ExecutionResult(
+                task=task,
+                steps=self.store.step_runs(task_id),
+                approvals=self.store.approvals(task_id),
+                artifacts=[ArtifactRef(**asdict(a)) for a in self.store.artifacts(task_id)] if task.status.finished else [],
+            )
 
         return await asyncio.to_thread(read)
 

@@ -6,6 +6,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import ConfigError, NotFoundError, OrchestratorError, WorkflowValidationError
 from . import admin, tasks
@@ -28,20 +29,18 @@ def main() -> None:
     """Entry point: domain errors become one clear line and an exit code, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         stderr.print("aborted")
         sys.exit(130)
-    except (ConfigError, WorkflowValidationError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        sys.exit(2)
-    except NotFoundError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+    except (ConfigError, WorkflowValidationError, NotFoundError) as exc:
+        stderr.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)
     except OrchestratorError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(1)
     except Exception as exc:  # click usage errors
         import click

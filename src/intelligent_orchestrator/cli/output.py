@@ -13,7 +13,7 @@ from rich.table import Table
 from ..domain.models import ExecutionResult, StepStatus, Task, TaskStatus
 
 stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {
     "pending": "dim",
@@ -53,8 +53,9 @@ def exit_code(status: TaskStatus) -> int:
 
 def steps_table(result: ExecutionResult) -> Table:
     table = Table(title=f"task {result.task.task_id} — {styled(result.task.status.value)}", title_justify="left")
-    for col in ("step", "tool", "status", "attempt", "time", "detail"):
-        table.add_column(col)
+    for col in ("step", "tool", "status", "attempt", "time"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     runs = {s.step_id: s for s in result.steps}
     for step in result.task.plan.steps:
         r = runs.get(step.id)
@@ -64,7 +65,7 @@ def steps_table(result: ExecutionResult) -> Table:
             if r.error:
                 detail = r.error
             elif r.output is not None:
-                detail = _short(r.output)
+                detail = summarize(r.output)
         took = f"{r.duration_ms / 1000:.2f}s" if r is not None and r.duration_ms is not None else ""
         table.add_row(step.id, step.tool, styled(status), str(r.attempt if r else ""), took, detail)
     return table
@@ -72,14 +73,33 @@ def steps_table(result: ExecutionResult) -> Table:
 
 def tasks_table(tasks: list[Task], total: int) -> Table:
     table = Table(title=f"{len(tasks)} of {total} task(s)", title_justify="left")
-    for col in ("task", "name", "status", "created", "cost", "error"):
-        table.add_column(col)
+    table.add_column("task", no_wrap=True, min_width=32)
+    table.add_column("name", overflow="ellipsis", max_width=24)
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("cost", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", max_width=40)
     for t in tasks:
         table.add_row(
             t.task_id, t.name, styled(t.status.value), t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{t.total_cost:.4f}", _short(t.error or "", 60),
         )
     return table
+
+
+def summarize(value: Any, limit: int = 70) -> str:
+    """A one-line gist of a step output: scalars shown, lists and objects counted."""
+    if not isinstance(value, dict):
+        return _short(value, limit)
+    parts: list[str] = []
+    for k, v in value.items():  # pyright: ignore[reportUnknownVariableType]  # JSON
+        if isinstance(v, list):
+            parts.append(f"{k}[{len(v)}]")  # pyright: ignore[reportUnknownArgumentType]  # JSON
+        elif isinstance(v, dict):
+            parts.append(f"{k}{{{len(v)}}}")  # pyright: ignore[reportUnknownArgumentType]  # JSON
+        elif v is not None:
+            parts.append(f"{k}={_short(v, 40)}")
+    return _short(" ".join(parts), limit)
 
 
 def _short(value: Any, limit: int = 80) -> str:

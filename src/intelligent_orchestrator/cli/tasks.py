@@ -10,6 +10,7 @@ from rich.live import Live
 
 from ..domain.models import ExecutionResult, TaskStatus
 from ..domain.workflow import load_workflow_file
+from ..examples import example_path, install_example_data
 from ..orchestrator import Orchestrator
 from ..planning import validate_plan
 from ._common import run_with
@@ -42,19 +43,33 @@ def _finish(result: ExecutionResult, *, json_: bool) -> None:
             )
         elif result.task.error:
             stdout.print(f"[red]{result.task.error}[/]")
+        for a in result.artifacts:
+            stdout.print(f"artifact [bold]{a.path}[/] ({a.media_type}, {a.size} bytes) from step {a.step_id}")
     raise typer.Exit(exit_code(result.task.status))
 
 
 def run(
-    plan: Annotated[Path, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")],
+    plan: Annotated[Path | None, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")] = None,
+    example: Annotated[
+        str | None, typer.Option("--example", help="Run a bundled example workflow (copies its sample data).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Run here and show live progress until done or parked.")] = False,
     json_: JsonOpt = False,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve every gate of this task.")] = False,
 ) -> None:
     """Run a workflow file as a durable task."""
 
+    if (plan is None) == (example is None):
+        raise typer.BadParameter("give exactly one of --plan FILE or --example NAME")
+
     async def go(orch: Orchestrator) -> None:
-        workflow = load_workflow_file(plan)
+        if example is not None:
+            path = example_path(example)
+            install_example_data(orch.settings.workspace)
+        else:
+            assert plan is not None
+            path = plan
+        workflow = load_workflow_file(path)
         validate_plan(workflow, orch.registry)
         if not wait:
             task = await orch.submit(workflow, auto_approve=auto_approve, run_here=False)

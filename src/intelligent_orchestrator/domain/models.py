@@ -178,12 +178,23 @@ class Task(BaseModel):
     auto_approve: bool = False
 
 
+class ArtifactRef(BaseModel):
+    """A file a step produced, relative to the workspace."""
+
+    step_id: str
+    path: str
+    media_type: str
+    size: int
+    sha256: str
+
+
 class ExecutionResult(BaseModel):
-    """A task's full outcome: status, every step, approvals and outputs."""
+    """A task's full outcome: status, every step, approvals, artifacts and outputs."""
 
     task: Task
     steps: list[StepRun]
     approvals: list[Approval] = Field(default_factory=list)
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
 
     @property
     def outputs(self) -> dict[str, Any]:

@@ -228,7 +228,8 @@ class EngineHost:
         dead = await asyncio.to_thread(self.store.claim_dead_executors, me=self.executor_id, lease=self.lease)
         for ex in dead:
             handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
-            logger.warning("recovered tasks of a dead executor", extra={"executor": ex, "count": len(handles)})
+            if handles:
+                logger.warning("recovering %d task run(s) of executor %s, which stopped or died", len(handles), ex)
         return dead
 
     async def _lease_loop(self) -> None:

@@ -1,0 +1,122 @@
+"""The ``orchestrator`` command, as a user runs it (real processes, SQLite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import cli, orchestrator_env
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return orchestrator_env(tmp_path / "home", None)
+
+
+def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
+    done = cli(env, "run", "--example", "sales-report", "--wait", "--auto-approve", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["task"]["status"] == "succeeded"
+    steps = {s["step_id"]: s for s in result["steps"]}
+    assert steps["metrics"]["output"]["totals"]["revenue"] == pytest.approx(847056.55)
+    assert steps["by_region"]["output"]["rows"][0]["region"] == "West"
+    ws = tmp_path / "home" / "workspace"
+    report = (ws / "reports" / "sales-report.md").read_text()
+    assert "| revenue | 847056.55 |" in report
+    pngs = [a for a in result["artifacts"] if a["media_type"] == "image/png"]
+    assert len(pngs) == 2
+    assert all((ws / a["path"]).read_bytes().startswith(b"\x89PNG") for a in pngs)
+
+
+def test_park_approve_and_inspect(env: dict[str, str]) -> None:
+    done = cli(env, "run", "--example", "sales-report", "--wait", "--json")
+    assert done.returncode == 3, done.stderr  # not finished: awaiting approval
+    task_id = json.loads(done.stdout)["task"]["task_id"]
+    status = cli(env, "status", task_id, "--json")
+    assert status.returncode == 3
+    parked = json.loads(status.stdout)
+    assert [a["step_id"] for a in parked["approvals"] if a["status"] == "pending"] == ["publish"]
+
+    approved = cli(env, "approve", task_id, "--comment", "numbers checked", "--by", "fin", "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["task"]["status"] == "succeeded"
+
+    again = cli(env, "approve", task_id)
+    assert again.returncode == 1
+    assert "not awaiting approval" in again.stderr
+
+    history = json.loads(cli(env, "history", "--json").stdout)
+    assert history["count"] == 1
+    assert history["data"][0]["task_id"] == task_id
+
+
+def test_reject_stores_feedback(env: dict[str, str]) -> None:
+    task_id = json.loads(cli(env, "run", "--example", "sales-report", "--wait", "--json").stdout)["task"]["task_id"]
+    done = cli(env, "reject", task_id, "--comment", "wrong quarter")
+    assert done.returncode == 0, done.stderr
+    assert "rejected" in done.stdout
+    status = cli(env, "status", task_id, "--json")
+    assert status.returncode == 1
+    approvals = json.loads(status.stdout)["approvals"]
+    assert [(a["status"], a["comment"]) for a in approvals] == [("rejected", "wrong quarter")]
+
+
+def test_invalid_workflow_lists_every_problem_and_starts_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    wf = tmp_path / "bad.yaml"
+    wf.write_text(
+        "name: bad\nsteps:\n"
+        "  - {id: a, tool: teleport}\n"
+        "  - {id: b, tool: add, inputs: {a: '${steps.c.output.value}'}}\n"
+        "  - {id: c, tool: add, inputs: {a: '${steps.b.output.value}'}}\n"
+        "  - {id: d, tool: read_file, inputs: {}}\n"
+    )
+    done = cli(env, "run", "--plan", str(wf), "--wait")
+    assert done.returncode == 2
+    assert "unknown tool 'teleport'" in done.stderr
+    assert "dependency cycle" in done.stderr
+    assert "missing required input" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(cli(env, "history", "--json").stdout)["count"] == 0
+
+
+def test_malformed_yaml_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
+    wf = tmp_path / "broken.yaml"
+    wf.write_text("name: x\nsteps:\n  - id: a\n    tool: [unclosed\n")
+    done = cli(env, "run", "--plan", str(wf))
+    assert done.returncode == 2
+    assert "invalid YAML at line" in done.stderr
+
+
+def test_invalid_setting_is_one_clear_message(env: dict[str, str]) -> None:
+    done = cli({**env, "ORCHESTRATOR_ENGINE__LEASE_SECONDS": "soon"}, "history")
+    assert done.returncode == 2
+    assert "ORCHESTRATOR_ENGINE__LEASE_SECONDS" in done.stderr
+    assert "Traceback" not in done.stderr
+    bad_url = cli({**env, "ORCHESTRATOR_DATABASE_URL": "mysql://x"}, "tools")
+    assert bad_url.returncode == 2
+    assert "database_url" in bad_url.stderr
+
+
+def test_queued_without_worker_warns_and_can_be_cancelled(env: dict[str, str], tmp_path: Path) -> None:
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"name": "q", "steps": [{"id": "a", "tool": "noop"}]}))
+    done = cli(env, "run", "--plan", str(wf))
+    assert done.returncode == 0, done.stderr
+    task_id = done.stdout.strip()
+    assert "no worker is running" in done.stderr
+    cancelled = cli(env, "cancel", task_id, "--json")
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    assert cli(env, "cancel", task_id).returncode == 1
+
+
+def test_tools_and_db_commands(env: dict[str, str]) -> None:
+    tools = json.loads(cli(env, "tools", "--json").stdout)
+    ids = {t["tool_id"] for t in tools["data"]}
+    assert {"read_file", "write_file", "http_request", "query_data", "chart", "business_metrics"} <= ids
+    assert next(t for t in tools["data"] if t["tool_id"] == "query_data")["input_schema"]["required"] == ["sql"]
+    assert cli(env, "db", "upgrade").returncode == 0
+    current = json.loads(cli(env, "db", "current", "--json").stdout)
+    assert current["current"] == current["head"]
