@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ from .engine import EngineHost, QueueClient, migrate_system_database
 from .errors import ConflictError
 from .planning import validate_plan
 from .settings import Settings
-from .storage import StepUpdate, Store, create_engine, current_revision, head_revision, upgrade, utcnow
+from .storage import (
+    StepUpdate,
+    Store,
+    create_engine,
+    current_revision,
+    head_revision,
+    upgrade,
+    utcnow,
+)
 from .tools.builtin import builtin_tools
 from .tools.registry import ToolRegistry
 from .tools.spec import Implementation, Tool

@@ -34,7 +34,7 @@ async def test_independent_steps_run_in_parallel_and_join(orch: Orchestrator) ->
     elapsed = time.perf_counter() - t0
     assert result.task.status is TaskStatus.SUCCEEDED
     assert by_id(result)["total"].output == {"value": 4}
-    assert elapsed < 1.2, f"4 × 0.4 s steps took {elapsed:.2f} s: not parallel"
+    assert elapsed < 1.2, f"4 x 0.4 s steps took {elapsed:.2f} s: not parallel"
 
 
 async def test_task_concurrency_limit_is_respected(orch: Orchestrator) -> None:
@@ -212,3 +212,15 @@ async def test_a_recorded_side_effect_is_never_invoked_again(orch: Orchestrator)
     assert by_id(result)["send"].output == {"receipt": "from-ledger"}
     assert runs(orch.settings.workspace, task.task_id) == []
     assert outbox(orch.settings.workspace) == []
+
+
+async def test_deciding_after_the_deadline_expires_the_task(orch: Orchestrator) -> None:
+    orch.settings.engine.approval_expiry_hours = 0.3 / 3600
+    result = await run(orch, plan({"id": "send", "tool": "deliver", "inputs": {"message": "late"}}))
+    assert result.task.status is TaskStatus.AWAITING_APPROVAL
+    import asyncio
+
+    await asyncio.sleep(0.5)
+    with pytest.raises(ConflictError, match="expired"):
+        await orch.approve(result.task.task_id)
+    assert (await orch.get_task(result.task.task_id)).status is TaskStatus.EXPIRED

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
-from intelligent_orchestrator.orchestrator import Orchestrator
-from intelligent_orchestrator.tools.registry import ToolRegistry
 from intelligent_orchestrator.errors import ConflictError
+from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store, create_engine
+from intelligent_orchestrator.tools.registry import ToolRegistry
 from tests.support.procs import Worker, cli, orchestrator_env, wait_for
 from tests.support.tools import run_pids, runs
 

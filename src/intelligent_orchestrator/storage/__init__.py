@@ -1,6 +1,6 @@
 """Storage: tables, migrations and the repository."""
 
-from .db import create_engine, dbos_sqlite_engine, current_revision, head_revision, upgrade
+from .db import create_engine, current_revision, dbos_sqlite_engine, head_revision, upgrade
 from .repository import ArtifactRecord, EffectRecord, ExecutorInfo, StepUpdate, Store, utcnow
 
 __all__ = [
@@ -10,8 +10,8 @@ __all__ = [
     "StepUpdate",
     "Store",
     "create_engine",
-    "dbos_sqlite_engine",
     "current_revision",
+    "dbos_sqlite_engine",
     "head_revision",
     "upgrade",
     "utcnow",

@@ -297,6 +297,8 @@ class Store:
     ) -> list[Approval]:
         """Decide every pending approval of the task (or only ``step_id``'s)."""
         now = utcnow()
+        # Expire first, in its own transaction: the refusal below must not roll the expiry back.
+        self.expire_approvals(now=now)
         with self.session() as s, s.begin():
             task = s.get(TaskRow, task_id, with_for_update=True)
             if task is None:

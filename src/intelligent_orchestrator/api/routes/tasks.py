@@ -1,0 +1,88 @@
+"""Tasks: submit a workflow, watch it, decide its approvals, cancel it, list past tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import status as http_status
+
+from intelligent_orchestrator.api.deps import OrchestratorDep
+from intelligent_orchestrator.api.schemas import (
+    ApprovalDecision,
+    ApprovalPublic,
+    ErrorPublic,
+    TaskCreated,
+    TasksPublic,
+    TaskStatusPublic,
+    WorkflowSubmit,
+)
+from intelligent_orchestrator.domain.models import Task, TaskStatus
+
+router = APIRouter(prefix="/api/orchestrator", tags=["tasks"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "Unknown task id."}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorPublic, "description": "Not possible in the task's state."}
+}
+
+
+@router.post("/workflows", response_model=TaskCreated, status_code=http_status.HTTP_202_ACCEPTED)
+async def submit_workflow(body: WorkflowSubmit, orch: OrchestratorDep) -> TaskCreated:
+    """Validate a workflow document and queue it as a task.
+
+    An invalid document (syntax, unknown tool, cycle, bad inputs) gives 422 listing every
+    problem; nothing is started.
+    """
+    plan = orch.load_workflow(body.content, source="workflow", fmt=body.format)
+    task = await orch.submit(plan, auto_approve=body.auto_approve)
+    return TaskCreated(task_id=task.task_id, status=task.status)
+
+
+@router.get("/status/{task_id}", response_model=TaskStatusPublic, responses=NOT_FOUND)
+async def get_status(task_id: str, orch: OrchestratorDep) -> TaskStatusPublic:
+    """A task with every step, its approvals and outputs."""
+    return TaskStatusPublic.from_result(await orch.status(task_id))
+
+
+@router.get("/approval/{task_id}", response_model=ApprovalPublic, responses=NOT_FOUND)
+async def get_approval(task_id: str, orch: OrchestratorDep) -> ApprovalPublic:
+    """What the task waits for, with the resolved inputs of each gated step."""
+    return ApprovalPublic.from_result(await orch.status(task_id))
+
+
+@router.post(
+    "/approve/{task_id}", response_model=TaskStatusPublic, responses={**NOT_FOUND, **CONFLICT}
+)
+async def decide_approval(
+    task_id: str, body: ApprovalDecision, orch: OrchestratorDep
+) -> TaskStatusPublic:
+    """Approve (the task resumes) or reject (nothing gated runs; the feedback is stored)."""
+    if body.approved:
+        await orch.approve(
+            task_id, comment=body.feedback, decided_by=body.decided_by, step_id=body.step_id
+        )
+    else:
+        assert body.feedback is not None  # ApprovalDecision requires it when rejecting
+        await orch.reject(task_id, comment=body.feedback, decided_by=body.decided_by)
+    return TaskStatusPublic.from_result(await orch.status(task_id))
+
+
+@router.post("/cancel/{task_id}", response_model=Task, responses={**NOT_FOUND, **CONFLICT})
+async def cancel_task(task_id: str, orch: OrchestratorDep) -> Task:
+    """Cancel a task that has not finished."""
+    return await orch.cancel(task_id)
+
+
+@router.get("/history", response_model=TasksPublic)
+async def list_history(
+    orch: OrchestratorDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[TaskStatus | None, Query(description="Only tasks in this status.")] = None,
+) -> TasksPublic:
+    """Tasks, newest first; ``count`` is the total matching ``status``."""
+    tasks, total = await orch.history(limit=limit, status=status, offset=offset)
+    return TasksPublic(data=tasks, count=total)
