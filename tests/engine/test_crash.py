@@ -60,7 +60,8 @@ def test_kill_during_a_running_step_resumes_without_redoing_finished_steps(
     try:
         task_id = submit(env, tmp_path, {"name": "chain", "steps": [
             {"id": "first", "tool": "noop", "inputs": {"value": 1}},
-            {"id": "slow", "tool": "sleep", "inputs": {"seconds": 1.5, "value": 2}, "depends_on": ["first"]},
+            {"id": "slow", "tool": "sleep", "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": 2},
+             "depends_on": ["first"]},
             {"id": "last", "tool": "add", "inputs": {"a": "${steps.slow.output.value}", "b": 40}},
         ]})
         wait_for(lambda: (ws / f"started-{task_id}-slow").exists(), timeout=60, what="slow step to start")
@@ -88,7 +89,8 @@ def test_kill_during_parallel_steps_reruns_only_the_interrupted_ones(
     try:
         task_id = submit(env, tmp_path, {"name": "fan", "steps": [
             {"id": "quick", "tool": "noop"},
-            *({"id": f"p{i}", "tool": "sleep", "inputs": {"seconds": 1.5, "value": i}} for i in range(3)),
+            *({"id": f"p{i}", "tool": "sleep", "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": i}}
+              for i in range(3)),
             {"id": "join", "tool": "noop", "depends_on": ["p0", "p1", "p2", "quick"]},
         ]})
         wait_for(

@@ -17,7 +17,7 @@ from ..domain.models import TaskStatus
 from ..settings import Settings
 from ..storage import Store, dbos_sqlite_engine
 from ..tools.registry import ToolRegistry
-from .scheduler import DagRun, StepLimits
+from .scheduler import DagRun, StepLimits, watch_cancellations
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class EngineHost:
         self.executor_id = executor_id or settings.engine.executor_id or default_executor_id(kind)
         self.http_transport = http_transport
         self._lease_task: asyncio.Task[None] | None = None
+        self._cancel_task: asyncio.Task[None] | None = None
         self._sys_engine: Any = None
 
     @property
@@ -207,12 +208,14 @@ class EngineHost:
         )
         await self.maintain()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="executor-lease")
+        self._cancel_task = asyncio.create_task(watch_cancellations(self.store, _runtime.limits), name="cancellations")
 
     async def stop(self) -> None:
         global _runtime
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
+        for t in (self._lease_task, self._cancel_task):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         await asyncio.to_thread(self.store.stop_executor, self.executor_id)
         await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
         if self._sys_engine is not None:

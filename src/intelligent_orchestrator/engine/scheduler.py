@@ -4,6 +4,10 @@ Each step's outcome is checkpointed in ``step_runs`` keyed by (task, step id), s
 resumes after a crash or an approval skips finished steps whatever order they finished in.
 (DBOS numbers its own step checkpoints by call order, which a DAG scheduled by completion does
 not have; see README "Durability".)
+
+Writes are group-committed: the completions gathered since the last write and the start of the
+steps they unlock go to the database in one transaction, and a step never starts before the
+outputs it reads are durable.
 """
 
 from __future__ import annotations
@@ -13,17 +17,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..domain.models import ExecutionPlan, StepRun, StepStatus, TaskStatus, WorkflowStep
+from ..domain.models import (
+    ApprovalStatus,
+    ExecutionPlan,
+    StepRun,
+    StepStatus,
+    TaskStatus,
+    WorkflowStep,
+)
 from ..domain.refs import ReferenceError_, resolve
 from ..errors import ToolError, ToolTimeoutError
 from ..planning.validate import execution_order, step_dependencies
 from ..settings import Settings
 from ..storage import ArtifactRecord, StepUpdate, Store, utcnow
 from ..tools.registry import ToolRegistry
-from ..tools.spec import Tool, ToolContext
+from ..tools.spec import Artifact, Tool, ToolContext
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +43,26 @@ _TERMINAL_BAD = {StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.REJECTED, Ste
 
 @dataclass(slots=True, kw_only=True)
 class StepLimits:
-    """Process-wide limits shared by every task this process runs."""
+    """State shared by every task this process runs: the global step limit and the live runs."""
 
     global_steps: asyncio.Semaphore
+    active: dict[str, DagRun] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Outcome:
+    """How one step ended (or parked), to be written with the next group commit."""
+
+    step_id: str
+    status: StepStatus
+    output: Any = None
+    error: str | None = None
+    inputs: Any = None
+    attempt: int = 0
+    started: datetime | None = None
+    duration_ms: float | None = None
+    cost: float = 0.0
+    artifacts: list[Artifact] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -54,6 +82,8 @@ class DagRun:
     attempts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
+    _running: dict[asyncio.Task[Outcome], str] = field(default_factory=dict)
+    _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self, previous: list[StepRun]) -> TaskStatus:
         order = execution_order(self.plan)
@@ -73,38 +103,101 @@ class DagRun:
             elif r.error:
                 self.errors[r.step_id] = r.error
 
-        task_limit = asyncio.Semaphore(self.plan.max_concurrency or self.settings.engine.task_concurrency)
-        running: dict[asyncio.Task[None], str] = {}
-        watcher = asyncio.create_task(self._watch_cancel(running))
+        slots = self.plan.max_concurrency or self.settings.engine.task_concurrency
+        self.limits.active[self.task_id] = self
+        done: list[Outcome] = []
         try:
             while True:
-                skipped = self._propagate_skips(order, deps)
-                if skipped:
-                    await asyncio.to_thread(self.store.write_steps, self.task_id, skipped)
-                if self.cancelled:
-                    break
-                for sid in order:
-                    if self.state[sid] is StepStatus.PENDING and all(
-                        self.state[d] is StepStatus.SUCCEEDED for d in deps[sid]
-                    ):
+                updates, artifacts, cost = self._apply(done)
+                done = []
+                updates += self._propagate_skips(order, deps)
+                launch: list[tuple[WorkflowStep, dict[str, Any]]] = []
+                if not self.cancelled:
+                    for sid in order:
+                        if len(self._running) + len(launch) >= slots:
+                            break
+                        if self.state[sid] is not StepStatus.PENDING or any(
+                            self.state[d] is not StepStatus.SUCCEEDED for d in deps[sid]
+                        ):
+                            continue
+                        step = steps[sid]
+                        try:
+                            args = resolve(step.inputs, self.outputs)
+                        except ReferenceError_ as exc:
+                            outcome = Outcome(step_id=sid, status=StepStatus.FAILED, error=f"input reference failed: {exc}")
+                            self._apply([outcome])
+                            updates.append(self._update(outcome))
+                            continue
                         self.state[sid] = StepStatus.RUNNING
-                        t = asyncio.create_task(self._run_step(steps[sid], task_limit), name=f"step:{sid}")
-                        running[t] = sid
-                if not running:
+                        launch.append((step, args))
+                        if not self._needs_approval(step, args):
+                            self.attempts[sid] = self.attempts.get(sid, 0) + 1
+                            updates.append(
+                                StepUpdate(step_id=sid, tool=step.tool, status=StepStatus.RUNNING,
+                                           attempt=self.attempts[sid], inputs=args, started_at=utcnow(),
+                                           executor_id=self.executor_id)
+                            )
+                    updates += self._propagate_skips(order, deps)
+                await self._write(updates, artifacts, cost)
+                for step, args in launch:
+                    t = asyncio.create_task(self._run_step(step, args), name=f"step:{step.id}")
+                    self._running[t] = step.id
+                if not self._running:
                     break
-                done, _ = await asyncio.wait(running.keys(), return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    running.pop(t)
-                    exc = t.exception() if not t.cancelled() else None
-                    if exc is not None:
-                        raise exc
+                finished, _ = await asyncio.wait(self._running.keys(), return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    self._running.pop(t)
+                    done.append(t.result())  # _run_step turns every failure into an Outcome
         finally:
-            watcher.cancel()
-            for t in running:
+            self.limits.active.pop(self.task_id, None)
+            for t in self._running:
                 t.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
         return self._final_status(order)
+
+    def cancel(self) -> None:
+        """Stop starting steps and interrupt the running ones (the task was cancelled)."""
+        self.cancelled = True
+        for t in list(self._running):
+            t.cancel()
+
+    # Bookkeeping -------------------------------------------------------------------------
+    def _apply(self, outcomes: list[Outcome]) -> tuple[list[StepUpdate], list[ArtifactRecord], float]:
+        updates: list[StepUpdate] = []
+        artifacts: list[ArtifactRecord] = []
+        cost = 0.0
+        for o in outcomes:
+            self.state[o.step_id] = o.status
+            if o.status is StepStatus.SUCCEEDED:
+                self.outputs[o.step_id] = o.output
+            if o.error:
+                self.errors[o.step_id] = o.error
+            if o.attempt:
+                self.attempts[o.step_id] = o.attempt
+            updates.append(self._update(o))
+            artifacts += [
+                ArtifactRecord(step_id=o.step_id, path=a.path, media_type=a.media_type, size=a.size, sha256=a.sha256)
+                for a in o.artifacts
+            ]
+            cost += o.cost
+        return updates, artifacts, cost
+
+    def _update(self, o: Outcome) -> StepUpdate:
+        return StepUpdate(
+            step_id=o.step_id, tool=self.plan.step(o.step_id).tool, status=o.status,
+            attempt=o.attempt or self.attempts.get(o.step_id, 0), inputs=o.inputs, output=o.output, error=o.error,
+            started_at=o.started, finished_at=None if o.status is StepStatus.AWAITING_APPROVAL else utcnow(),
+            duration_ms=o.duration_ms, cost=o.cost,
+        )
+
+    async def _write(
+        self, updates: list[StepUpdate], artifacts: list[ArtifactRecord] | None = None, cost: float = 0.0
+    ) -> None:
+        if not updates and not artifacts:
+            return
+        async with self._write_lock:  # keeps this task's transitions in order
+            await asyncio.to_thread(self.store.write_steps, self.task_id, updates, artifacts=artifacts or (), add_cost=cost)
 
     def _propagate_skips(self, order: list[str], deps: dict[str, set[str]]) -> list[StepUpdate]:
         updates: list[StepUpdate] = []
@@ -116,12 +209,10 @@ class DagRun:
                     continue
                 bad = sorted(d for d in deps[sid] if self.state[d] in _TERMINAL_BAD)
                 if bad:
-                    self.state[sid] = StepStatus.SKIPPED
-                    msg = f"not run: dependency {bad[0]!r} {self.state[bad[0]].value}"
-                    self.errors[sid] = msg
-                    updates.append(
-                        StepUpdate(step_id=sid, tool=self.plan.step(sid).tool, status=StepStatus.SKIPPED, error=msg)
-                    )
+                    outcome = Outcome(step_id=sid, status=StepStatus.SKIPPED,
+                                      error=f"not run: dependency {bad[0]!r} {self.state[bad[0]].value}")
+                    self._apply([outcome])
+                    updates.append(self._update(outcome))
                     changed = True
         return updates
 
@@ -143,114 +234,102 @@ class DagRun:
                 return s.id, self.errors.get(s.id, "failed")
         return None
 
-    async def _watch_cancel(self, running: dict[asyncio.Task[None], str]) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            task = await asyncio.to_thread(self.store.get_task, self.task_id)
-            if task.status is TaskStatus.CANCELLED:
-                self.cancelled = True
-                for t in list(running):
-                    t.cancel()
-                return
+    def _needs_approval(self, step: WorkflowStep, args: dict[str, Any]) -> bool:
+        if step.requires_approval is not None:
+            return step.requires_approval
+        return self.registry.get(step.tool).needs_approval(args)
 
-    async def _run_step(self, step: WorkflowStep, task_limit: asyncio.Semaphore) -> None:
+    # One step ----------------------------------------------------------------------------
+    async def _run_step(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome:
         try:
-            await self._run_step_inner(step, task_limit)
+            if self._needs_approval(step, args):
+                parked = await self._gate(step, args)
+                if parked is not None:
+                    return parked
+                self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
+                await self._write([
+                    StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.RUNNING, attempt=self.attempts[step.id],
+                               inputs=args, started_at=utcnow(), executor_id=self.executor_id)
+                ])
+            async with self.limits.global_steps:
+                return await self._call(step, args)
         except asyncio.CancelledError:
-            self.state[step.id] = StepStatus.CANCELLED
-            await asyncio.shield(
-                asyncio.to_thread(
-                    self.store.write_steps,
-                    self.task_id,
-                    [StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.CANCELLED, error="cancelled",
-                                attempt=self.attempts.get(step.id, 0), finished_at=utcnow())],
-                )
-            )
-            raise
+            if not self.cancelled:
+                raise
+            return Outcome(step_id=step.id, status=StepStatus.CANCELLED, error="cancelled",
+                           attempt=self.attempts.get(step.id, 0))
+        except Exception as exc:  # our own bug must not take the task down silently
+            logger.exception("step crashed in the engine", extra={"task_id": self.task_id, "step_id": step.id})
+            return Outcome(step_id=step.id, status=StepStatus.FAILED, error=f"engine error: {type(exc).__name__}: {exc}")
 
-    async def _run_step_inner(self, step: WorkflowStep, task_limit: asyncio.Semaphore) -> None:
+    async def _gate(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome | None:
+        """Outcome when the step must not run now; None once approved."""
+        approval = await asyncio.to_thread(
+            self.store.request_approval,
+            self.task_id,
+            step.id,
+            expires_in=timedelta(hours=self.settings.engine.approval_expiry_hours),
+            auto_by="auto-approve" if self.auto_approve else None,
+        )
+        match approval.status:
+            case ApprovalStatus.APPROVED:
+                return None
+            case ApprovalStatus.PENDING:
+                return Outcome(step_id=step.id, status=StepStatus.AWAITING_APPROVAL, inputs=args)
+            case ApprovalStatus.REJECTED | ApprovalStatus.CANCELLED:
+                return Outcome(step_id=step.id, status=StepStatus.REJECTED, error=f"rejected: {approval.comment or 'no comment'}")
+            case ApprovalStatus.EXPIRED:
+                return Outcome(step_id=step.id, status=StepStatus.REJECTED, error="approval expired")
+
+    async def _call(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome:
         tool = self.registry.get(step.tool)
-        try:
-            args = resolve(step.inputs, self.outputs)
-        except ReferenceError_ as exc:
-            await self._finish(step, StepStatus.FAILED, error=f"input reference failed: {exc}")
-            return
-
-        needs = step.requires_approval if step.requires_approval is not None else tool.needs_approval(args)
-        if needs:
-            approval = await asyncio.to_thread(
-                self.store.request_approval,
-                self.task_id,
-                step.id,
-                expires_in=timedelta(hours=self.settings.engine.approval_expiry_hours),
-                auto_by="auto-approve" if self.auto_approve else None,
-            )
-            match approval.status.value:
-                case "pending":
-                    await self._finish(step, StepStatus.AWAITING_APPROVAL, inputs=args)
-                    return
-                case "rejected" | "cancelled":
-                    await self._finish(step, StepStatus.REJECTED, error=f"rejected: {approval.comment or 'no comment'}")
-                    return
-                case "expired":
-                    await self._finish(step, StepStatus.REJECTED, error="approval expired")
-                    return
-                case _:
-                    pass
-
         timeout = step.timeout_seconds or tool.spec.timeout_seconds
-        attempt = self.attempts.get(step.id, 0)
-        last_error = "failed"
-        async with task_limit, self.limits.global_steps:
-            for n in range(step.retries + 1):
+        attempt = self.attempts[step.id]
+        for n in range(step.retries + 1):
+            if n:
                 attempt += 1
                 self.attempts[step.id] = attempt
-                started = utcnow()
-                t0 = time.perf_counter()
-                await asyncio.to_thread(
-                    self.store.write_steps,
-                    self.task_id,
-                    [StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.RUNNING, attempt=attempt,
-                                inputs=args, started_at=started, executor_id=self.executor_id)],
+                await self._write([
+                    StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.RUNNING, attempt=attempt,
+                               inputs=args, started_at=utcnow(), executor_id=self.executor_id)
+                ])
+            started = utcnow()
+            t0 = time.perf_counter()
+            ctx = ToolContext(
+                task_id=self.task_id,
+                step_id=step.id,
+                workspace=self.settings.workspace,
+                idempotency_key=f"{self.task_id}:{step.id}",
+                http_timeout_seconds=self.settings.tools.http_timeout_seconds,
+                http_max_bytes=self.settings.tools.http_max_bytes,
+                http_transport=self.http_transport,
+                attempt=attempt,
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    output = await self._invoke(tool, args, ctx)
+            except TimeoutError:
+                err: ToolError = ToolTimeoutError(f"timed out after {timeout:g} s", tool_id=tool.tool_id)
+            except ToolError as exc:
+                err = exc
+            except Exception as exc:  # a tool's own bug: fail the step, keep the process
+                logger.exception("tool crashed", extra={"task_id": self.task_id, "step_id": step.id, "tool": tool.tool_id})
+                err = ToolError(f"{type(exc).__name__}: {exc}", tool_id=tool.tool_id)
+            else:
+                return Outcome(
+                    step_id=step.id, status=StepStatus.SUCCEEDED, output=output, attempt=attempt, started=started,
+                    duration_ms=(time.perf_counter() - t0) * 1000, cost=tool.spec.estimated_cost, artifacts=ctx.artifacts,
                 )
-                ctx = ToolContext(
-                    task_id=self.task_id,
-                    step_id=step.id,
-                    workspace=self.settings.workspace,
-                    idempotency_key=f"{self.task_id}:{step.id}",
-                    http_timeout_seconds=self.settings.tools.http_timeout_seconds,
-                    http_max_bytes=self.settings.tools.http_max_bytes,
-                    http_transport=self.http_transport,
-                    attempt=attempt,
-                )
-                try:
-                    async with asyncio.timeout(timeout):
-                        output = await self._invoke(tool, args, ctx)
-                except TimeoutError:
-                    err: ToolError = ToolTimeoutError(f"timed out after {timeout:g} s", tool_id=tool.tool_id)
-                except ToolError as exc:
-                    err = exc
-                except Exception as exc:  # a tool's own bug: fail the step, keep the process
-                    logger.exception("tool crashed", extra={"task_id": self.task_id, "step_id": step.id, "tool": tool.tool_id})
-                    err = ToolError(f"{type(exc).__name__}: {exc}", tool_id=tool.tool_id)
-                else:
-                    await self._finish(
-                        step, StepStatus.SUCCEEDED, output=output, attempt=attempt, started=started,
-                        duration_ms=(time.perf_counter() - t0) * 1000, cost=tool.spec.estimated_cost,
-                        artifacts=ctx.artifacts,
-                    )
-                    return
-                last_error = str(err)
-                if err.transient and n < step.retries:
-                    delay = self.settings.engine.retry_backoff_seconds * self.settings.engine.retry_backoff_rate**n
-                    logger.info("retrying step", extra={"task_id": self.task_id, "step_id": step.id, "attempt": attempt})
-                    await self.sleep(delay)
-                    continue
-                await self._finish(
-                    step, StepStatus.FAILED, error=last_error, attempt=attempt, started=started,
-                    duration_ms=(time.perf_counter() - t0) * 1000,
-                )
-                return
+            if err.transient and n < step.retries:
+                delay = self.settings.engine.retry_backoff_seconds * self.settings.engine.retry_backoff_rate**n
+                logger.info("retrying step", extra={"task_id": self.task_id, "step_id": step.id, "attempt": attempt})
+                await self.sleep(delay)
+                continue
+            return Outcome(
+                step_id=step.id, status=StepStatus.FAILED, error=str(err), attempt=attempt, started=started,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+            )
+        raise AssertionError("unreachable: the loop always returns")
 
     async def _invoke(self, tool: Tool, args: dict[str, Any], ctx: ToolContext) -> Any:
         if not tool.spec.side_effects:
@@ -266,33 +345,20 @@ class DagRun:
         await asyncio.to_thread(self.store.effect_done, key, receipt)
         return receipt
 
-    async def _finish(
-        self,
-        step: WorkflowStep,
-        status: StepStatus,
-        *,
-        output: Any = None,
-        error: str | None = None,
-        inputs: Any = None,
-        attempt: int | None = None,
-        started: Any = None,
-        duration_ms: float | None = None,
-        cost: float = 0.0,
-        artifacts: list[Any] | None = None,
-    ) -> None:
-        self.state[step.id] = status
-        if status is StepStatus.SUCCEEDED:
-            self.outputs[step.id] = output
-        if error:
-            self.errors[step.id] = error
-        finished = None if status is StepStatus.AWAITING_APPROVAL else utcnow()
-        await asyncio.to_thread(
-            self.store.write_steps,
-            self.task_id,
-            [StepUpdate(step_id=step.id, tool=step.tool, status=status, attempt=attempt or self.attempts.get(step.id, 0),
-                        inputs=inputs, output=output, error=error, started_at=started, finished_at=finished,
-                        duration_ms=duration_ms, cost=cost)],
-            artifacts=[ArtifactRecord(step_id=step.id, path=a.path, media_type=a.media_type, size=a.size, sha256=a.sha256)
-                       for a in artifacts or []],
-            add_cost=cost,
-        )
+
+async def watch_cancellations(store: Store, limits: StepLimits, *, every: float = 0.5) -> None:
+    """One poll for every task this process runs: interrupt those a user cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        ids = list(limits.active)
+        if not ids:
+            continue
+        try:
+            cancelled = await asyncio.to_thread(store.cancelled_among, ids)
+        except Exception:
+            logger.exception("cancellation poll failed")
+            continue
+        for task_id in cancelled:
+            run = limits.active.get(task_id)
+            if run is not None:
+                run.cancel()

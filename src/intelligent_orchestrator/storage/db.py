@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def dbos_sqlite_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
-    sa.event.listen(engine, "connect", on_connect)
+    event.listen(engine, "connect", on_connect)
     return engine
 
 
@@ -64,8 +65,8 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             max_overflow=kwargs.pop("max_overflow", 20),
             **kwargs,
         )
-        sa.event.listen(engine, "connect", sqlite_pragmas)
-        sa.event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "connect", sqlite_pragmas)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return sa.create_engine(
         url,

@@ -132,6 +132,18 @@ class Store:
                 raise NotFoundError("task", task_id)
             return _task(row)
 
+    def cancelled_among(self, task_ids: Sequence[str]) -> list[str]:
+        """Which of these tasks have been cancelled (one query for every task a process runs)."""
+        if not task_ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(TaskRow.task_id).where(
+                    TaskRow.task_id.in_(list(task_ids)), TaskRow.status == TaskStatus.CANCELLED.value
+                )
+            )
+            return [r[0] for r in rows]
+
     def task_generation(self, task_id: str) -> int:
         with self.session() as s:
             row = s.get(TaskRow, task_id)
