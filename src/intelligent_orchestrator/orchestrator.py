@@ -150,6 +150,11 @@ class Orchestrator:
         await self._dispatch(task.task_id, 0, run_here=run_here)
         return task
 
+    async def rerun(self, task_id: str, *, run_here: bool | None = None) -> Task:
+        """Run a task's plan again as a new task (a finished task is never restarted in place)."""
+        old = await self.get_task(task_id)
+        return await self.submit(old.plan, request=old.request, user_id=old.user_id, run_here=run_here)
+
     async def _dispatch(self, task_id: str, generation: int, *, run_here: bool | None) -> None:
         host = self.host
         if run_here is None:

@@ -349,3 +349,43 @@ async def test_openapi_lists_every_route_with_operation_ids(idle_client: httpx.A
         ("GET", f"{API}/history"): "tasks-list_history",
         ("GET", f"{API}/tools"): "tools-list_tools",
     }
+
+
+async def test_events_stream_progress_then_end(client, serve_orch) -> None:
+    body = {"content": json.dumps({"name": "ev", "steps": [
+        {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.3, "value": 1}},
+        {"id": "b", "tool": "add", "inputs": {"a": "${steps.a.output.value}", "b": 1}},
+    ]})}
+    task_id = (await client.post("/api/orchestrator/workflows", json=body)).json()["task_id"]
+    events: list[tuple[str, dict]] = []
+    async with client.stream("GET", f"/api/orchestrator/events/{task_id}", params={"poll_seconds": 0.05}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        async for line in resp.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    assert events[-1] == ("end", {"status": "succeeded"})
+    progress = [e for k, e in events if k == "progress"]
+    assert len(progress) >= 2  # at least a running and the final snapshot
+    assert progress[-1]["task"]["status"] == "succeeded"
+    assert (await client.get("/api/orchestrator/events/nope")).status_code == 404
+
+
+async def test_rerun_makes_a_new_task_with_the_same_plan(client, serve_orch) -> None:
+    body = {"content": json.dumps({"name": "again", "steps": [{"id": "a", "tool": "noop", "inputs": {"value": 9}}]})}
+    first = (await client.post("/api/orchestrator/workflows", json=body)).json()["task_id"]
+    second = await client.post(f"/api/orchestrator/rerun/{first}")
+    assert second.status_code == 202
+    new_id = second.json()["task_id"]
+    assert new_id != first
+    for _ in range(300):
+        doc = (await client.get(f"/api/orchestrator/status/{new_id}")).json()
+        if doc["task"]["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.1)
+    assert doc["task"]["plan"]["name"] == "again"
+    assert doc["outputs"]["a"] == {"value": 9}
+    assert (await client.post("/api/orchestrator/rerun/nope")).status_code == 404

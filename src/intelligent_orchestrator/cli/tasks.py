@@ -161,6 +161,29 @@ def reject(
     run_with(go)
 
 
+def rerun(
+    task_id: str,
+    wait: Annotated[bool, typer.Option("--wait", help="Run here and show progress.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Run a task's plan again as a new task."""
+
+    async def go(orch: Orchestrator) -> None:
+        if wait:
+            await orch.start_engine(kind="cli", listen=False)
+        task = await orch.rerun(task_id, run_here=wait)
+        if not wait:
+            if json_:
+                emit_json({"task_id": task.task_id, "status": task.status.value})
+            else:
+                stdout.print(task.task_id)
+            return
+        result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
+        _finish(result, json_=json_)
+
+    run_with(go)
+
+
 def cancel(task_id: str, json_: JsonOpt = False) -> None:
     """Cancel a queued, running or parked task."""
 

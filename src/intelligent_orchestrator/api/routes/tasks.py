@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import status as http_status
+from fastapi.responses import StreamingResponse
 
 from intelligent_orchestrator.api.deps import OrchestratorDep
 from intelligent_orchestrator.api.schemas import (
@@ -68,6 +72,47 @@ async def decide_approval(
         assert body.feedback is not None  # ApprovalDecision requires it when rejecting
         await orch.reject(task_id, comment=body.feedback, decided_by=body.decided_by)
     return TaskStatusPublic.from_result(await orch.status(task_id))
+
+
+@router.post(
+    "/rerun/{task_id}",
+    response_model=TaskCreated,
+    status_code=http_status.HTTP_202_ACCEPTED,
+    responses=NOT_FOUND,
+)
+async def rerun_task(task_id: str, orch: OrchestratorDep) -> TaskCreated:
+    """Run a task's plan again as a new task."""
+    task = await orch.rerun(task_id)
+    return TaskCreated(task_id=task.task_id, status=task.status)
+
+
+@router.get("/events/{task_id}", responses=NOT_FOUND, response_class=StreamingResponse)
+async def task_events(
+    task_id: str,
+    orch: OrchestratorDep,
+    poll_seconds: Annotated[float, Query(ge=0.05, le=10)] = 0.5,
+) -> StreamingResponse:
+    """Server-Sent Events: a ``progress`` event (the task's status document) whenever it changes,
+    then ``end`` once the task has finished or parked for approval."""
+    first = await orch.status(task_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        last = ""
+        result = first
+        while True:
+            doc = TaskStatusPublic.from_result(result).model_dump_json()
+            if doc != last:
+                last = doc
+                yield f"event: progress\ndata: {doc}\n\n"
+            if result.task.status.finished or result.task.status is TaskStatus.AWAITING_APPROVAL:
+                yield f"event: end\ndata: {json.dumps({'status': result.task.status.value})}\n\n"
+                return
+            await asyncio.sleep(poll_seconds)
+            result = await orch.status(task_id)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.post("/cancel/{task_id}", response_model=Task, responses={**NOT_FOUND, **CONFLICT})

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from intelligent_orchestrator.domain.models import ExecutionPlan
+from intelligent_orchestrator.settings import Settings
+from intelligent_orchestrator.storage import Store, create_engine, current_revision, head_revision, upgrade
+from intelligent_orchestrator.storage.db import downgrade
+from intelligent_orchestrator.storage.tables import Base
+
+EXPECTED_TABLES = {"tasks", "step_runs", "approvals", "feedback", "artifacts", "side_effects", "executors"}
+
+
+@pytest.fixture
+def empty_engine(settings: Settings) -> Iterator[sa.Engine]:
+    engine = create_engine(settings.app_database_url)
+    yield engine
+    engine.dispose()
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_head_revision_is_known() -> None:
+    head = head_revision()
+    assert isinstance(head, str)
+    assert head
+
+
+def test_upgrade_an_empty_database(empty_engine: sa.Engine) -> None:
+    assert current_revision(empty_engine) is None
+    assert _tables(empty_engine) == set()
+
+    assert upgrade(empty_engine) == head_revision()
+    assert current_revision(empty_engine) == head_revision()
+    assert _tables(empty_engine) >= EXPECTED_TABLES | {"alembic_version"}
+    assert set(Base.metadata.tables) <= _tables(empty_engine)
+
+    # running it again changes nothing
+    assert upgrade(empty_engine) == head_revision()
+    assert current_revision(empty_engine) == head_revision()
+
+
+def test_migrations_match_the_table_models(empty_engine: sa.Engine) -> None:
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_downgrade_to_base_removes_every_table(empty_engine: sa.Engine) -> None:
+    upgrade(empty_engine)
+    downgrade(empty_engine, "base")
+    assert current_revision(empty_engine) is None
+    assert _tables(empty_engine) - {"alembic_version"} == set()
+
+    # and the schema can be built again, and used
+    assert upgrade(empty_engine) == head_revision()
+    store = Store(empty_engine)
+    task = store.create_task(ExecutionPlan.model_validate({"steps": [{"id": "a", "tool": "noop"}]}))
+    assert store.get_task(task.task_id).name == "workflow"
+
+
+def test_two_processes_upgrading_at_once(empty_engine: sa.Engine) -> None:
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(upgrade(empty_engine))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert results == [head_revision(), head_revision()]
+    assert current_revision(empty_engine) == head_revision()
