@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,11 +38,51 @@ class EngineSettings(BaseModel):
     queue_polling_seconds: float = Field(default=0.5, gt=0)
 
 
+class SmtpSettings(BaseModel):
+    """Where send_email delivers mail."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS.")
+    use_tls: bool = Field(default=False, description="Implicit TLS (SMTPS, usually port 465).")
+    sender: str = "orchestrator@localhost"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class PublishChannel(BaseModel):
+    """How publish_post delivers to one channel."""
+
+    adapter: Literal["file", "webhook"] = "file"
+    url: str | None = Field(default=None, description="Webhook adapter: where to POST the post.")
+    secret: SecretStr | None = Field(default=None, description="Webhook adapter: HMAC-SHA256 signing key.")
+
+
+class WebhookSettings(BaseModel):
+    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for the signature header.")
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    timeout_seconds: float = Field(default=15.0, gt=0)
+
+
+class McpSettings(BaseModel):
+    config_file: Path | None = Field(default=None, description="An mcp.json with mcpServers.")
+    startup_timeout_seconds: float = Field(default=20.0, gt=0)
+    call_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_result_bytes: int = Field(default=1_000_000, gt=0)
+
+
 class ToolSettings(BaseModel):
     tool_modules: list[str] = Field(default_factory=list)
     load_entry_points: bool = True
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_max_bytes: int = Field(default=5_000_000, gt=0)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    publish_channels: dict[str, PublishChannel] = Field(
+        default_factory=dict, description="Channel name -> adapter; unlisted channels use the file adapter."
+    )
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
 
 class Settings(BaseSettings):

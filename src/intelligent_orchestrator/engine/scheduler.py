@@ -304,6 +304,8 @@ class DagRun:
                 http_max_bytes=self.settings.tools.http_max_bytes,
                 http_transport=self.http_transport,
                 attempt=attempt,
+                config=self.settings.tools,
+                home=self.settings.home,
             )
             try:
                 async with asyncio.timeout(timeout):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from ..domain.models import ToolSpecification
 from ..errors import ConfigError, ToolInputError
+from ..settings import ToolSettings
 
 Implementation = Callable[[dict[str, Any], "ToolContext"], Awaitable[Any]]
 
@@ -43,6 +44,8 @@ class ToolContext:
     http_transport: httpx.AsyncBaseTransport | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     attempt: int = 0
+    config: ToolSettings = field(default_factory=ToolSettings)
+    home: Path | None = None  # ORCHESTRATOR_HOME, for tools that write outside the workspace (published/)
 
     @property
     def artifacts_dir(self) -> Path:
