@@ -159,11 +159,6 @@ def test_a_workflow_needs_steps(doc: str) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ExecutionPlan.steps defaults to [] and the non-empty validator does not run on defaults, "
-    "so a document without 'steps' parses into a plan with no steps",
-)
 def test_a_workflow_without_a_steps_key_is_refused() -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         parse_workflow("name: x\n", source="w.yaml")
@@ -187,10 +182,6 @@ def test_steps_must_be_a_list_of_mappings() -> None:
     assert exc.value.problems == ["<workflow>: steps[0] must be a mapping"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_workflow stops at the first step that is not a mapping instead of listing every problem",
-)
 def test_a_non_mapping_step_does_not_hide_the_other_problems() -> None:
     with pytest.raises(WorkflowValidationError) as exc:
         parse_workflow("steps:\n  - hello\n  - {id: 1bad, tool: noop}\n")

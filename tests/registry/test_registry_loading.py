@@ -182,11 +182,6 @@ def test_missing_dotted_module(module_dir: Path) -> None:
     assert str(exc.value).startswith(f"tool module {name!r} cannot be imported: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tools/registry.py _import only catches ImportError for dotted names; "
-    "any other exception while importing escapes as itself instead of ConfigError",
-)
 @pytest.mark.parametrize("source", ["raise RuntimeError('kaboom')\n", "def broken(:\n"])
 def test_dotted_module_that_fails_to_import(module_dir: Path, source: str) -> None:
     name = _name()

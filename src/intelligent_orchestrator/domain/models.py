@@ -106,7 +106,7 @@ class ExecutionPlan(BaseModel):
     name: str = "workflow"
     description: str | None = None
     intent: str | None = None
-    steps: list[WorkflowStep] = Field(default_factory=list)
+    steps: list[WorkflowStep] = Field(description="The steps; at least one.")
     requires_approval: bool = Field(
         default=False, description="Park the whole task for approval before any step runs."
     )

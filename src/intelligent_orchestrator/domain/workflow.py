@@ -19,11 +19,9 @@ def parse_workflow(text: str, *, source: str = "<workflow>", fmt: str | None = N
     if not isinstance(data, dict):
         raise WorkflowValidationError([f"{source}: the document must be a mapping with a 'steps' list"])
     if "steps" in data and isinstance(data["steps"], list):
-        for i, step in enumerate(data["steps"]):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]  # raw document
+        for step in data["steps"]:  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]  # raw document
             if isinstance(step, dict) and "inputs" in step and step["inputs"] is None:
                 step["inputs"] = {}
-            if not isinstance(step, dict):
-                raise WorkflowValidationError([f"{source}: steps[{i}] must be a mapping"])
     try:
         return ExecutionPlan.model_validate(data)
     except ValidationError as exc:
@@ -67,4 +65,6 @@ def _describe(source: str, data: dict[str, Any], err: Any) -> str:
         where = f"{where} field {rest!r}" if rest else where
     else:
         where = "field " + repr(".".join(str(p) for p in loc)) if loc else "document"
+    if err.get("type") in ("model_type", "dict_type") and len(loc) == 2:
+        return f"{source}: {where} must be a mapping"
     return f"{source}: {where}: {err['msg']}"

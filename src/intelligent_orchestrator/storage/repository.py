@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.models import (
@@ -39,7 +41,7 @@ def utcnow() -> datetime:
 def _aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC) if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,6 +271,7 @@ class Store:
     ) -> Approval:
         """The approval for (task, step): the newest one, or a new pending (or auto-approved) one."""
         with self.session() as s, s.begin():
+            s.get(TaskRow, task_id, with_for_update=True)  # one creator at a time per task
             row = s.scalars(
                 sa.select(ApprovalRow)
                 .where(ApprovalRow.task_id == task_id, _step_is(step_id))
@@ -392,10 +395,13 @@ class Store:
 
     def effect_started(self, key: str, *, task_id: str, step_id: str, tool: str) -> None:
         now = utcnow()
-        with self.session() as s, s.begin():
-            if s.get(SideEffectRow, key) is None:
-                s.add(SideEffectRow(idempotency_key=key, task_id=task_id, step_id=step_id, tool=tool,
-                                    status="started", created_at=now, updated_at=now))
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(SideEffectRow).values(
+            idempotency_key=key, task_id=task_id, step_id=step_id, tool=tool, status="started",
+            created_at=now, updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
 
     def effect_done(self, key: str, receipt: Any) -> None:
         with self.engine.begin() as conn:
@@ -411,6 +417,13 @@ class Store:
 
     # Executors ---------------------------------------------------------------------------
     def register_executor(self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta) -> None:
+        try:
+            self._register_executor(executor_id, kind=kind, host=host, pid=pid, lease=lease)
+        except sa.exc.IntegrityError:
+            # Another process inserted the same new id at the same moment: the check now sees it.
+            self._register_executor(executor_id, kind=kind, host=host, pid=pid, lease=lease)
+
+    def _register_executor(self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta) -> None:
         now = utcnow()
         with self.session() as s, s.begin():
             row = s.get(ExecutorRow, executor_id, with_for_update=True)

@@ -113,5 +113,5 @@ def _import(ref: str, *, base_dir: Path) -> Any:
         return module
     try:
         return importlib.import_module(ref)
-    except ImportError as exc:
+    except Exception as exc:  # any error while importing a plugin is a configuration problem
         raise ConfigError(f"tool module {ref!r} cannot be imported: {exc}", setting="tool_modules") from exc

@@ -1,0 +1,667 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+
+from intelligent_orchestrator.domain.models import (
+    ApprovalStatus,
+    ExecutionPlan,
+    StepStatus,
+    TaskStatus,
+)
+from intelligent_orchestrator.errors import ConflictError, NotFoundError
+from intelligent_orchestrator.settings import Settings
+from intelligent_orchestrator.storage import (
+    ArtifactRecord,
+    EffectRecord,
+    StepUpdate,
+    Store,
+    create_engine,
+    upgrade,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+PLAN = ExecutionPlan.model_validate(
+    {
+        "name": "sales",
+        "intent": "report",
+        "steps": [
+            {"id": "load", "tool": "query_data", "inputs": {"sql": "SELECT 1"}},
+            {
+                "id": "draw",
+                "tool": "chart",
+                "inputs": {"rows": "${steps.load.output.rows}"},
+                "retries": 2,
+            },
+        ],
+        "metadata": {"owner": "ops", "tags": ["a", "b"]},
+    }
+)
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    eng = create_engine(settings.app_database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(engine: sa.Engine) -> Store:
+    return Store(engine)
+
+
+def assert_utc(*values: datetime | None) -> None:
+    for v in values:
+        assert v is not None
+        assert v.tzinfo is not None, v
+        assert v.utcoffset() == timedelta(0), v
+
+
+def within(value: datetime, before: datetime, after: datetime) -> bool:
+    # databases may keep microseconds only; allow a millisecond of rounding
+    slack = timedelta(milliseconds=1)
+    return before - slack <= value <= after + slack
+
+
+# Tasks ---------------------------------------------------------------------------------
+
+
+def test_create_get_and_identify_tasks(store: Store) -> None:
+    before = utcnow()
+    created = store.create_task(
+        PLAN, task_id="t-1", request="monthly report", user_id="ann", auto_approve=True
+    )
+    after = utcnow()
+    got = store.get_task("t-1")
+    assert got == created
+    assert got.task_id == "t-1"
+    assert got.name == "sales"
+    assert got.status is TaskStatus.QUEUED
+    assert got.request == "monthly report"
+    assert got.user_id == "ann"
+    assert got.auto_approve is True
+    assert got.plan == PLAN
+    assert got.total_cost == 0.0
+    assert (got.started_at, got.finished_at, got.error, got.failed_step) == (None, None, None, None)
+    assert_utc(got.created_at, got.updated_at)
+    assert within(got.created_at, before, after)
+
+    a = store.create_task(PLAN)
+    b = store.create_task(PLAN)
+    assert a.task_id != b.task_id
+    assert store.get_task(a.task_id).auto_approve is False
+
+    with pytest.raises(sa.exc.IntegrityError):
+        store.create_task(PLAN, task_id="t-1")
+    assert store.get_task("t-1") == created
+
+    with pytest.raises(NotFoundError) as exc:
+        store.get_task("nope")
+    assert (exc.value.kind, exc.value.ident) == ("task", "nope")
+
+
+def test_list_tasks_pagination_and_status(store: Store) -> None:
+    ids = []
+    for i in range(5):
+        ids.append(store.create_task(PLAN, task_id=f"task-{i}").task_id)
+        time.sleep(0.002)  # distinct creation times
+    newest_first = list(reversed(ids))
+
+    pages = [store.list_tasks(limit=2, offset=off) for off in (0, 2, 4, 10)]
+    assert [total for _, total in pages] == [5, 5, 5, 5]
+    assert [[t.task_id for t in page] for page, _ in pages] == [
+        newest_first[:2],
+        newest_first[2:4],
+        newest_first[4:],
+        [],
+    ]
+    assert [t.task_id for t in store.list_tasks()[0]] == newest_first
+
+    assert store.update_task("task-1", status=TaskStatus.RUNNING)
+    assert store.update_task("task-3", status=TaskStatus.RUNNING)
+    running, total = store.list_tasks(status=TaskStatus.RUNNING)
+    assert total == 2
+    assert [t.task_id for t in running] == ["task-3", "task-1"]
+    assert all(t.status is TaskStatus.RUNNING for t in running)
+    queued, total = store.list_tasks(status=TaskStatus.QUEUED, limit=1, offset=1)
+    assert total == 3
+    assert [t.task_id for t in queued] == ["task-2"]
+    assert store.list_tasks(status=TaskStatus.FAILED) == ([], 0)
+
+
+def test_update_task(store: Store) -> None:
+    created = store.create_task(PLAN, task_id="u")
+    started = utcnow()
+    assert store.update_task("u", status=TaskStatus.RUNNING, started_at=started, executor_id="x")
+    got = store.get_task("u")
+    assert got.status is TaskStatus.RUNNING
+    assert_utc(got.started_at, got.updated_at)
+    assert abs(got.started_at - started) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert got.updated_at >= created.updated_at
+    assert store.update_task("u", error="boom", failed_step="draw") is True
+    got = store.get_task("u")
+    assert (got.status, got.error, got.failed_step) == (TaskStatus.RUNNING, "boom", "draw")
+
+    # the only_if guard
+    assert store.update_task("u", status=TaskStatus.CANCELLED, only_if=[TaskStatus.QUEUED]) is False
+    assert store.get_task("u").status is TaskStatus.RUNNING
+    assert store.update_task("u", status=TaskStatus.SUCCEEDED, only_if=[]) is False
+    assert store.get_task("u").status is TaskStatus.RUNNING
+    assert store.update_task(
+        "u", status=TaskStatus.CANCELLED, only_if=[TaskStatus.QUEUED, TaskStatus.RUNNING]
+    )
+    assert store.get_task("u").status is TaskStatus.CANCELLED
+    assert store.update_task("ghost", status=TaskStatus.RUNNING) is False
+
+    store.create_task(PLAN, task_id="other")
+    assert store.cancelled_among(["u", "other", "ghost"]) == ["u"]
+    assert store.cancelled_among([]) == []
+
+    assert store.task_generation("other") == 0
+    assert store.bump_generation("other", status=TaskStatus.QUEUED) == 1
+    assert store.bump_generation("other", status=TaskStatus.RUNNING) == 2
+    assert store.task_generation("other") == 2
+    assert store.get_task("other").status is TaskStatus.RUNNING
+    with pytest.raises(NotFoundError):
+        store.bump_generation("ghost", status=TaskStatus.QUEUED)
+
+
+# Steps and artifacts -------------------------------------------------------------------
+
+
+def test_write_steps_upserts(store: Store) -> None:
+    store.create_task(PLAN, task_id="w")
+    started = utcnow()
+    store.write_steps(
+        "w",
+        [
+            StepUpdate(
+                step_id="load",
+                tool="query_data",
+                status=StepStatus.RUNNING,
+                attempt=1,
+                inputs={"sql": "SELECT 1"},
+                started_at=started,
+                executor_id="ex-1",
+            ),
+            StepUpdate(step_id="draw", tool="chart", status=StepStatus.PENDING),
+        ],
+    )
+    runs = store.step_runs("w")
+    assert [(r.step_id, r.status, r.attempt) for r in runs] == [
+        ("load", StepStatus.RUNNING, 1),
+        ("draw", StepStatus.PENDING, 0),
+    ]
+    assert runs[0].inputs == {"sql": "SELECT 1"}
+    assert runs[0].task_id == "w"
+
+    output = {"rows": [{"a": 1, "b": None}], "columns": ["a", "b"], "note": "Zürich ✓"}
+    store.write_steps(
+        "w",
+        [
+            StepUpdate(
+                step_id="load",
+                tool="query_data",
+                status=StepStatus.SUCCEEDED,
+                attempt=1,
+                output=output,
+                finished_at=utcnow(),
+                duration_ms=12.5,
+                cost=0.25,
+            ),
+            StepUpdate(step_id="draw", tool="chart", status=StepStatus.FAILED, error="bad rows"),
+        ],
+    )
+    runs = store.step_runs("w")
+    assert [r.step_id for r in runs] == ["load", "draw"]  # updated in place, not appended
+    load, draw = runs
+    assert load.status is StepStatus.SUCCEEDED
+    assert load.inputs == {"sql": "SELECT 1"}  # kept: the update carried no inputs
+    assert load.output == output
+    assert (load.duration_ms, load.cost, load.error) == (12.5, 0.25, None)
+    assert_utc(load.started_at, load.finished_at)
+    assert abs(load.started_at - started) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert (draw.status, draw.error, draw.output) == (StepStatus.FAILED, "bad rows", None)
+
+    store.create_task(PLAN, task_id="w2")
+    store.write_steps(
+        "w2", [StepUpdate(step_id="load", tool="query_data", status=StepStatus.SKIPPED)]
+    )
+    assert [(r.step_id, r.status) for r in store.step_runs("w2")] == [("load", StepStatus.SKIPPED)]
+    assert store.step_runs("w")[0].status is StepStatus.SUCCEEDED  # tasks stay apart
+    assert store.step_runs("ghost") == []
+
+
+def test_write_steps_json_artifacts_and_cost(store: Store) -> None:
+    outputs: list[Any] = [[1, 2, 3], "text", 42, 1.5, True, None, {"nested": {"deep": [{}]}}]
+    store.create_task(PLAN, task_id="j")
+    store.write_steps(
+        "j",
+        [
+            StepUpdate(
+                step_id=f"s{i}", tool="noop", status=StepStatus.SUCCEEDED, output=o, inputs={"i": i}
+            )
+            for i, o in enumerate(outputs)
+        ],
+    )
+    runs = store.step_runs("j")
+    assert [r.output for r in runs] == outputs
+    assert [r.inputs for r in runs] == [{"i": i} for i in range(len(outputs))]
+
+    store.create_task(PLAN, task_id="a")
+    art = ArtifactRecord(
+        step_id="draw",
+        path="artifacts/a/draw-c.png",
+        media_type="image/png",
+        size=10,
+        sha256="0" * 64,
+    )
+    store.write_steps(
+        "a",
+        [StepUpdate(step_id="draw", tool="chart", status=StepStatus.SUCCEEDED, cost=1.5)],
+        artifacts=[art],
+        add_cost=1.5,
+    )
+    second = ArtifactRecord(
+        step_id="draw",
+        path="artifacts/a/draw-b.csv",
+        media_type="text/csv",
+        size=3,
+        sha256="1" * 64,
+    )
+    store.write_steps("a", [], artifacts=[second], add_cost=0.5)
+    assert store.artifacts("a") == [art, second]
+    assert store.get_task("a").total_cost == 2.0
+    assert store.artifacts("j") == []
+
+    store.write_steps("a", [], add_cost=5.0)  # nothing to write: the cost alone is ignored
+    assert store.get_task("a").total_cost == 2.0
+    assert len(store.step_runs("a")) == 1
+
+
+# Approvals -----------------------------------------------------------------------------
+
+
+def test_request_approval_is_idempotent_and_can_auto_approve(store: Store) -> None:
+    store.create_task(PLAN, task_id="ap")
+    first = store.request_approval("ap", None, expires_in=timedelta(hours=2))
+    assert first.status is ApprovalStatus.PENDING
+    assert (first.task_id, first.step_id, first.decided_at, first.decided_by) == (
+        "ap",
+        None,
+        None,
+        None,
+    )
+    assert_utc(first.requested_at, first.expires_at)
+    assert first.expires_at - first.requested_at == timedelta(hours=2)  # type: ignore[operator]
+
+    assert store.request_approval("ap", None, expires_in=timedelta(hours=9)) == first
+    step = store.request_approval("ap", "draw", expires_in=timedelta(hours=2))
+    assert step.approval_id != first.approval_id
+    assert step.step_id == "draw"
+    assert store.request_approval("ap", "draw", expires_in=timedelta(hours=2)) == step
+    assert [a.approval_id for a in store.approvals("ap")] == [first.approval_id, step.approval_id]
+
+    store.create_task(PLAN, task_id="auto", auto_approve=True)
+    auto = store.request_approval(
+        "auto", "draw", expires_in=timedelta(hours=1), auto_by="auto-approve"
+    )
+    assert auto.status is ApprovalStatus.APPROVED
+    assert auto.decided_by == "auto-approve"
+    assert_utc(auto.decided_at)
+    assert store.approvals("auto") == [auto]
+    assert store.request_approval("auto", "draw", expires_in=timedelta(hours=1)) == auto
+    with pytest.raises(ConflictError):
+        store.decide("auto", approved=True, comment=None, decided_by="bob")
+
+
+def test_decide_approve_and_reject(store: Store) -> None:
+    store.create_task(PLAN, task_id="ok")
+    store.update_task("ok", status=TaskStatus.AWAITING_APPROVAL)
+    pending = store.request_approval("ok", None, expires_in=timedelta(hours=1))
+    [decided] = store.decide("ok", approved=True, comment="looks right", decided_by="ann")
+    assert decided.approval_id == pending.approval_id
+    assert decided.status is ApprovalStatus.APPROVED
+    assert (decided.decided_by, decided.comment) == ("ann", "looks right")
+    assert_utc(decided.decided_at)
+    assert store.approvals("ok") == [decided]
+    [fb] = store.feedback("ok")
+    assert (fb["kind"], fb["text"], fb["author"]) == ("approval", "looks right", "ann")
+    assert_utc(fb["created_at"])
+
+    with pytest.raises(ConflictError) as exc:  # nothing pending any more
+        store.decide("ok", approved=False, comment="changed my mind", decided_by="bob")
+    assert exc.value.task_id == "ok"
+    assert "'ok' has no pending approval (status awaiting_approval)" in str(exc.value)
+    assert store.approvals("ok") == [decided]
+    assert len(store.feedback("ok")) == 1
+
+    store.create_task(PLAN, task_id="no")
+    store.request_approval("no", None, expires_in=timedelta(hours=1))
+    [rejected] = store.decide("no", approved=False, comment=None, decided_by="bob")
+    assert rejected.status is ApprovalStatus.REJECTED
+    assert store.feedback("no") == []  # no comment, no feedback
+
+    store.create_task(PLAN, task_id="rj")
+    store.request_approval("rj", None, expires_in=timedelta(hours=1))
+    store.decide("rj", approved=False, comment="wrong month", decided_by="bob")
+    assert [(f["kind"], f["text"], f["author"]) for f in store.feedback("rj")] == [
+        ("rejection", "wrong month", "bob")
+    ]
+
+    with pytest.raises(NotFoundError):
+        store.decide("ghost", approved=True, comment=None, decided_by="ann")
+    store.create_task(PLAN, task_id="none")
+    with pytest.raises(ConflictError) as exc:
+        store.decide("none", approved=True, comment="c", decided_by="ann")
+    assert "'none' has no pending approval (status queued)" in str(exc.value)
+    assert store.feedback("none") == []
+
+
+def test_decide_one_step_or_all(store: Store) -> None:
+    store.create_task(PLAN, task_id="multi")
+    store.request_approval("multi", "load", expires_in=timedelta(hours=1))
+    store.request_approval("multi", "draw", expires_in=timedelta(hours=1))
+    store.request_approval("multi", None, expires_in=timedelta(hours=1))
+
+    [only] = store.decide("multi", approved=True, comment=None, decided_by="ann", step_id="draw")
+    assert only.step_id == "draw"
+    statuses = {a.step_id: a.status for a in store.approvals("multi")}
+    assert statuses == {
+        "load": ApprovalStatus.PENDING,
+        "draw": ApprovalStatus.APPROVED,
+        None: ApprovalStatus.PENDING,
+    }
+    with pytest.raises(ConflictError):
+        store.decide("multi", approved=True, comment=None, decided_by="ann", step_id="draw")
+
+    rest = store.decide("multi", approved=False, comment="no", decided_by="ann")
+    assert {a.step_id for a in rest} == {"load", None}
+    statuses = {a.step_id: a.status for a in store.approvals("multi")}
+    assert statuses == {
+        "load": ApprovalStatus.REJECTED,
+        "draw": ApprovalStatus.APPROVED,
+        None: ApprovalStatus.REJECTED,
+    }
+    assert len(store.feedback("multi")) == 1  # one feedback row per decision
+
+
+def test_expired_or_cancelled_approvals_are_refused(store: Store) -> None:
+    store.create_task(PLAN, task_id="late")
+    store.update_task("late", status=TaskStatus.AWAITING_APPROVAL)
+    store.request_approval("late", None, expires_in=timedelta(seconds=-1))
+    with pytest.raises(ConflictError) as exc:
+        store.decide("late", approved=True, comment="too late?", decided_by="ann")
+    assert "expired" in str(exc.value)
+    [approval] = store.approvals("late")
+    assert approval.status is ApprovalStatus.EXPIRED
+    assert approval.decided_by is None
+    assert store.feedback("late") == []
+    task = store.get_task("late")
+    assert task.status is TaskStatus.EXPIRED
+    assert task.error == "approval expired"
+    assert_utc(task.finished_at)
+
+    store.create_task(PLAN, task_id="cx")
+    store.request_approval("cx", None, expires_in=timedelta(hours=1))
+    store.cancel_approvals("cx")
+    [cancelled] = store.approvals("cx")
+    assert cancelled.status is ApprovalStatus.CANCELLED
+    assert_utc(cancelled.decided_at)
+    with pytest.raises(ConflictError):
+        store.decide("cx", approved=True, comment=None, decided_by="ann")
+
+
+def test_expire_approvals(store: Store) -> None:
+    for tid in ("waiting", "running", "fresh"):
+        store.create_task(PLAN, task_id=tid)
+    store.update_task("waiting", status=TaskStatus.AWAITING_APPROVAL)
+    store.update_task("running", status=TaskStatus.RUNNING)
+    store.update_task("fresh", status=TaskStatus.AWAITING_APPROVAL)
+    store.request_approval("waiting", None, expires_in=timedelta(minutes=5))
+    store.request_approval("running", "draw", expires_in=timedelta(minutes=5))
+    store.request_approval("fresh", None, expires_in=timedelta(hours=5))
+
+    assert store.expire_approvals() == []
+    later = utcnow() + timedelta(minutes=10)
+    assert store.expire_approvals(now=later) == ["running", "waiting"]
+
+    waiting = store.get_task("waiting")
+    assert waiting.status is TaskStatus.EXPIRED
+    assert waiting.error == "approval expired"
+    assert_utc(waiting.finished_at)
+    assert store.get_task("running").status is TaskStatus.RUNNING  # only parked tasks expire
+    assert store.get_task("fresh").status is TaskStatus.AWAITING_APPROVAL
+    assert store.approvals("waiting")[0].status is ApprovalStatus.EXPIRED
+    assert store.approvals("running")[0].status is ApprovalStatus.EXPIRED
+    assert store.approvals("fresh")[0].status is ApprovalStatus.PENDING
+    assert store.expire_approvals(now=later) == []
+
+
+# Side-effect ledger --------------------------------------------------------------------
+
+
+def test_side_effect_ledger(store: Store) -> None:
+    key = "t1:deliver:1"
+    assert store.effect(key) is None
+    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")
+    assert store.effect(key) == EffectRecord(key=key, status="started", receipt=None)
+    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")  # idempotent
+    assert store.effects("t1") == [EffectRecord(key=key, status="started", receipt=None)]
+
+    store.effect_done(key, {"receipt": "r-1", "ids": [1, 2]})
+    done = EffectRecord(key=key, status="done", receipt={"receipt": "r-1", "ids": [1, 2]})
+    assert store.effect(key) == done
+    # starting again after it is done does not forget that it is done
+    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")
+    assert store.effect(key) == done
+
+    store.effect_started("t1:other", task_id="t1", step_id="other", tool="deliver")
+    store.effect_started("t2:deliver", task_id="t2", step_id="deliver", tool="deliver")
+    assert {e.key for e in store.effects("t1")} == {key, "t1:other"}
+    assert [e.key for e in store.effects("t2")] == ["t2:deliver"]
+
+
+# Races ---------------------------------------------------------------------------------
+
+
+def run_concurrently(funcs: list[Callable[[], T]]) -> tuple[list[T], list[BaseException]]:
+    """Start every function at the same moment in its own thread; collect results and errors."""
+    barrier = threading.Barrier(len(funcs))
+    results: list[T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(f: Callable[[], T]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            value = f()
+        except BaseException as exc:  # collected for the test to inspect
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in funcs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results, errors
+
+
+RACES = 25
+
+
+def test_concurrent_effect_started_is_idempotent(
+    store: Store, backend: str, request: pytest.FixtureRequest
+) -> None:
+    for i in range(RACES):
+        key = f"race:{i}"
+        _, errors = run_concurrently(
+            [lambda k=key: store.effect_started(k, task_id="race", step_id="s", tool="deliver")] * 2
+        )
+        assert errors == []
+    assert len(store.effects("race")) == RACES
+
+
+def test_concurrent_request_approval_gives_one_approval(
+    store: Store, backend: str, request: pytest.FixtureRequest
+) -> None:
+    for i in range(RACES):
+        store.create_task(PLAN, task_id=f"r{i}")
+        results, errors = run_concurrently(
+            [lambda t=f"r{i}": store.request_approval(t, None, expires_in=timedelta(hours=1))] * 2
+        )
+        assert errors == []
+        assert len({a.approval_id for a in results}) == 1
+        assert len(store.approvals(f"r{i}")) == 1
+
+
+def test_concurrent_registration_of_one_id_is_a_conflict(
+    store: Store, backend: str, request: pytest.FixtureRequest
+) -> None:
+    for i in range(RACES):
+        results, errors = run_concurrently(
+            [
+                lambda pid=pid, ex=f"ex{i}": store.register_executor(
+                    ex, kind="worker", host="h", pid=pid, lease=LEASE
+                )
+                for pid in (1, 2)
+            ]
+        )
+        assert len(results) == 1
+        assert [type(e) for e in errors] == [ConflictError]
+
+
+def test_two_claimers_racing_take_each_executor_exactly_once(store: Store) -> None:
+    dead = {f"dead-{i:02d}" for i in range(12)}
+    for ex in sorted(dead):
+        store.register_executor(ex, kind="worker", host="h", pid=1, lease=LEASE)
+        if ex.endswith(("0", "2", "4")):
+            store.stop_executor(ex)  # some stopped, the others silent
+    time.sleep(0.05)
+    lease = timedelta(milliseconds=20)
+    for _ in range(3):
+        results, errors = run_concurrently(
+            [
+                lambda: ("a", store.claim_dead_executors(me="claimer-a", lease=lease)),
+                lambda: ("b", store.claim_dead_executors(me="claimer-b", lease=lease)),
+            ]
+        )
+        assert errors == []
+        by = dict(results)
+        a, b = set(by["a"]), set(by["b"])
+        assert a | b == dead
+        assert a & b == set()
+        assert len(by["a"]) == len(a)  # no executor twice in one answer
+        assert len(by["b"]) == len(b)
+        # make them claimable again for the next round
+        for ex in sorted(dead):
+            store.register_executor(ex, kind="worker", host="h", pid=1, lease=LEASE)
+            store.stop_executor(ex)
+
+
+# Executors -----------------------------------------------------------------------------
+
+
+def test_register_executors_and_heartbeat(store: Store) -> None:
+    store.register_executor("ex-1", kind="worker", host="h1", pid=101, lease=LEASE)
+    store.register_executor("ex-2", kind="api", host="h2", pid=102, lease=LEASE)
+    live = {e.executor_id: e for e in store.live_executors(lease=LEASE)}
+    assert set(live) == {"ex-1", "ex-2"}
+    first = live["ex-1"]
+    assert (first.kind, first.host, first.pid, first.status) == ("worker", "h1", 101, "alive")
+    assert_utc(first.started_at, first.heartbeat_at)
+    assert [e.executor_id for e in store.live_executors(lease=LEASE, kinds=["api"])] == ["ex-2"]
+
+    # an id in use by another live process is refused; the same process may register again
+    with pytest.raises(ConflictError) as exc:
+        store.register_executor("ex-1", kind="worker", host="h9", pid=909, lease=LEASE)
+    assert "executor id 'ex-1' is in use by pid 101 on 'h1'" in str(exc.value)
+    store.register_executor("ex-1", kind="worker", host="h1", pid=101, lease=LEASE)
+
+    time.sleep(0.01)
+    store.heartbeat("ex-1")
+    beat = {e.executor_id: e for e in store.live_executors(lease=LEASE)}["ex-1"]
+    assert beat.heartbeat_at > first.heartbeat_at
+    assert (beat.host, beat.pid) == ("h1", 101)
+
+    # with a lease shorter than its silence, the old owner counts as dead: the id is free
+    time.sleep(0.05)
+    store.register_executor(
+        "ex-1", kind="worker", host="h3", pid=303, lease=timedelta(milliseconds=10)
+    )
+    beat = {e.executor_id: e for e in store.live_executors(lease=LEASE)}["ex-1"]
+    assert (beat.host, beat.pid) == ("h3", 303)
+
+    # a stopped executor does not come back with a heartbeat, and its id is free
+    store.stop_executor("ex-2")
+    store.heartbeat("ex-2")
+    assert [e.executor_id for e in store.live_executors(lease=LEASE)] == ["ex-1"]
+    store.register_executor("ex-2", kind="api", host="h4", pid=404, lease=LEASE)
+    assert {e.executor_id for e in store.live_executors(lease=LEASE)} == {"ex-1", "ex-2"}
+
+
+def test_claim_dead_executors(engine: sa.Engine, store: Store) -> None:
+    store.register_executor("silent", kind="worker", host="h", pid=1, lease=LEASE)
+    store.register_executor("me", kind="worker", host="h", pid=2, lease=LEASE)
+    store.register_executor("stopped", kind="worker", host="h", pid=3, lease=LEASE)
+    store.stop_executor("stopped")
+    time.sleep(0.2)
+    store.register_executor("healthy", kind="worker", host="h", pid=4, lease=LEASE)
+    lease = timedelta(milliseconds=100)
+
+    claimed = store.claim_dead_executors(me="me", lease=lease)
+    # "me" is silent too, but never claims itself; "healthy" beat within the lease
+    assert sorted(claimed) == ["silent", "stopped"]
+    assert store.claim_dead_executors(me="me", lease=lease) == []
+    assert store.claim_dead_executors(me="other", lease=lease) == ["me"]
+    assert [e.executor_id for e in store.live_executors(lease=LEASE)] == ["healthy"]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT executor_id, status, recovered_by, recovered_at FROM executors "
+                "WHERE recovered_by IS NOT NULL ORDER BY executor_id"
+            )
+        ).all()
+    assert [tuple(r[:3]) for r in rows] == [
+        ("me", "recovered", "other"),
+        ("silent", "recovered", "me"),
+        ("stopped", "recovered", "me"),
+    ]
+    assert all(r[3] is not None for r in rows)
+
+    # a claimed executor may register again, as a new life
+    store.register_executor("silent", kind="worker", host="h", pid=5, lease=LEASE)
+    assert {e.executor_id for e in store.live_executors(lease=LEASE)} == {"healthy", "silent"}
+
+
+def test_postgres_timestamps_are_utc_whatever_the_session_time_zone(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGTZ", "America/New_York")  # libpq sets the session time zone from it
+    eng = create_engine("postgresql+psycopg://" + postgres_url.split("://", 1)[1])
+    try:
+        upgrade(eng)
+        store = Store(eng)
+        store.create_task(PLAN, task_id="tz")
+        approval = store.request_approval("tz", None, expires_in=timedelta(hours=1))
+        task = store.get_task("tz")
+        [stored] = store.approvals("tz")
+        assert stored.requested_at == approval.requested_at  # same instant either way
+        assert_utc(task.created_at, task.updated_at, stored.requested_at, stored.expires_at)
+    finally:
+        eng.dispose()
