@@ -168,8 +168,28 @@ def config_file_path() -> Path | None:
     return default if default.is_file() else None
 
 
+def _unknown_env_settings() -> list[str]:
+    """``ORCHESTRATOR_*`` variables that name no setting (a typo would otherwise be ignored)."""
+    unknown: list[str] = []
+    for name in os.environ:
+        if not name.startswith("ORCHESTRATOR_") or name == CONFIG_FILE_ENV or name.startswith("ORCHESTRATOR_TEST_"):
+            continue
+        parts = name.removeprefix("ORCHESTRATOR_").lower().split("__")
+        model: type[BaseModel] | None = Settings
+        for part in parts:
+            if model is None or part not in model.model_fields:
+                unknown.append(name)
+                break
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return unknown
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning validation errors into one :class:`ConfigError` naming the setting."""
+    unknown = _unknown_env_settings()
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(sorted(unknown))}", setting=unknown[0])
     explicit = os.environ.get(CONFIG_FILE_ENV)
     if explicit and not Path(explicit).is_file():
         raise ConfigError(f"{CONFIG_FILE_ENV}={explicit!r}: no such file", setting=CONFIG_FILE_ENV)

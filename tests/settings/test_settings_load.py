@@ -275,3 +275,12 @@ def test_settings_class_reads_the_environment_directly(
 ) -> None:
     monkeypatch.setenv("ORCHESTRATOR_ENGINE__WORKER_CONCURRENCY", "4")
     assert Settings().engine.worker_concurrency == 4
+
+
+def test_a_misspelt_environment_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_ENGNE__LEASE_SECONDS", "3")
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_ENGNE__LEASE_SECONDS"):
+        load_settings()
+    monkeypatch.delenv("ORCHESTRATOR_ENGNE__LEASE_SECONDS")
+    monkeypatch.setenv("ORCHESTRATOR_TOOLS__SMTP__HOST", "mail.example")
+    assert load_settings().tools.smtp.host == "mail.example"

@@ -14,6 +14,9 @@ EXPECTED = {
     "query_data": "data",
     "business_metrics": "analysis",
     "chart": "analysis",
+    "send_email": "communication",
+    "publish_post": "publishing",
+    "post_webhook": "network",
 }
 
 
