@@ -231,17 +231,11 @@ class Orchestrator:
         run_here: bool | None = None,
     ) -> Task:
         """Approve the pending approval(s) and resume the task."""
-        task = await self.get_task(task_id)
-        if task.status is not TaskStatus.AWAITING_APPROVAL:
-            raise ConflictError(f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id)
-        await asyncio.to_thread(
-            self.store.decide, task_id, approved=True, comment=comment, decided_by=decided_by, step_id=step_id
+        generation = await asyncio.to_thread(
+            self.store.approve_and_requeue, task_id, comment=comment, decided_by=decided_by, step_id=step_id
         )
-        remaining = await self.pending_approvals(task_id)
-        if remaining:
-            return await self.get_task(task_id)  # other gates still wait
-        generation = await asyncio.to_thread(self.store.bump_generation, task_id, status=TaskStatus.QUEUED)
-        await self._dispatch(task_id, generation, run_here=run_here)
+        if generation is not None:  # None: other gates still wait
+            await self._dispatch(task_id, generation, run_here=run_here)
         return await self.get_task(task_id)
 
     async def reject(self, task_id: str, *, comment: str, decided_by: str | None = None) -> Task:

@@ -346,6 +346,8 @@ async def test_openapi_lists_every_route_with_operation_ids(idle_client: httpx.A
         ("GET", f"{API}/approval/{{task_id}}"): "tasks-get_approval",
         ("POST", f"{API}/approve/{{task_id}}"): "tasks-decide_approval",
         ("POST", f"{API}/cancel/{{task_id}}"): "tasks-cancel_task",
+        ("POST", f"{API}/rerun/{{task_id}}"): "tasks-rerun_task",
+        ("GET", f"{API}/events/{{task_id}}"): "tasks-task_events",
         ("GET", f"{API}/history"): "tasks-list_history",
         ("GET", f"{API}/tools"): "tools-list_tools",
     }

@@ -285,8 +285,8 @@ def test_write_steps_json_artifacts_and_cost(store: Store) -> None:
     assert store.get_task("a").total_cost == 2.0
     assert store.artifacts("j") == []
 
-    store.write_steps("a", [], add_cost=5.0)  # nothing to write: the cost alone is ignored
-    assert store.get_task("a").total_cost == 2.0
+    store.write_steps("a", [], add_cost=5.0)  # a cost alone is still added
+    assert store.get_task("a").total_cost == 7.0
     assert len(store.step_runs("a")) == 1
 
 

@@ -53,35 +53,22 @@ def workflow_id(task_id: str, generation: int) -> str:
     return task_id if generation == 0 else f"{task_id}:g{generation}"
 
 
-@DBOS.step(name="task.claim")
-async def _claim_step(task_id: str) -> dict[str, Any]:
-    rt = current_runtime()
-    task = await asyncio.to_thread(rt.store.get_task, task_id)
-    if task.status.finished:
-        return {"run": False, "status": task.status.value}
-    ok = await asyncio.to_thread(
-        rt.store.update_task,
-        task_id,
-        status=TaskStatus.RUNNING,
-        only_if=[TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL],
-        executor_id=rt.executor_id,
-        **({} if task.started_at else {"started_at": _now()}),
-    )
-    return {"run": ok, "status": TaskStatus.RUNNING.value if ok else task.status.value}
-
-
 @DBOS.workflow(name=TASK_WORKFLOW)
 async def run_task_workflow(task_id: str) -> str:
-    """One durable run of a task (first run, or a continuation after an approval)."""
-    claim = await _claim_step(task_id)
-    if not claim["run"]:
-        return str(claim["status"])
+    """One durable run of a task (first run, or a continuation after an approval).
+
+    The DAG's steps are checkpointed by the scheduler in ``step_runs`` (keyed by step id);
+    this workflow makes the run itself durable: DBOS recovers it if the process dies.
+    """
     return (await execute_task(current_runtime(), task_id)).value
 
 
 async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     store = rt.store
-    task = await asyncio.to_thread(store.get_task, task_id)
+    claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
+    if claimed is None:
+        return (await asyncio.to_thread(store.get_task, task_id)).status
+    task, previous = claimed
     plan = task.plan
     if plan.requires_approval:
         approval = await asyncio.to_thread(
@@ -100,7 +87,6 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
                 finished_at=_now(), error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
             )
             return TaskStatus.REJECTED
-    previous = await asyncio.to_thread(store.step_runs, task_id)
     dag = DagRun(
         task_id=task_id, plan=plan, store=store, registry=rt.registry, settings=rt.settings, limits=rt.limits,
         executor_id=rt.executor_id, auto_approve=task.auto_approve, http_transport=rt.http_transport,

@@ -134,6 +134,29 @@ class Store:
                 raise NotFoundError("task", task_id)
             return _task(row)
 
+    def claim_task(self, task_id: str, *, executor_id: str) -> tuple[Task, list[StepRun]] | None:
+        """Mark a task running on this executor and load it with its step runs.
+
+        None when the task is finished (or cancelled) and must not run.
+        """
+        now = utcnow()
+        runnable = [TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.AWAITING_APPROVAL.value]
+        with self.session() as s, s.begin():
+            changed = s.execute(
+                sa.update(TaskRow)
+                .where(TaskRow.task_id == task_id, TaskRow.status.in_(runnable))
+                .values(status=TaskStatus.RUNNING.value, executor_id=executor_id, updated_at=now,
+                        started_at=sa.func.coalesce(TaskRow.started_at, now))
+            ).rowcount
+            if not changed:
+                if s.get(TaskRow, task_id) is None:
+                    raise NotFoundError("task", task_id)
+                return None
+            row = s.get(TaskRow, task_id)
+            assert row is not None
+            runs = s.scalars(sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)).all()
+            return _task(row), [_step(r) for r in runs]
+
     def cancelled_among(self, task_ids: Sequence[str]) -> list[str]:
         """Which of these tasks have been cancelled (one query for every task a process runs)."""
         if not task_ids:
@@ -206,51 +229,44 @@ class Store:
         artifacts: Sequence[ArtifactRecord] = (),
         add_cost: float = 0.0,
     ) -> None:
-        """Upsert step rows (and artifacts, and the task's cost) in one transaction."""
-        if not updates and not artifacts:
+        """Upsert step rows (and artifacts, and the task's cost) in one transaction.
+
+        One statement for all the rows: this is the engine's hot path. A field left None in an
+        update keeps its stored value for inputs, started_at and executor_id.
+        """
+        if not updates and not artifacts and not add_cost:
             return
-        with self.session() as s, s.begin():
-            existing = {
-                r.step_id: r
-                for r in s.scalars(
-                    sa.select(StepRunRow).where(
-                        StepRunRow.task_id == task_id,
-                        StepRunRow.step_id.in_([u.step_id for u in updates]),
-                    )
-                )
-            } if updates else {}
-            for u in updates:
-                row = existing.get(u.step_id)
-                if row is None:
-                    row = StepRunRow(task_id=task_id, step_id=u.step_id)
-                    s.add(row)
-                    existing[u.step_id] = row
-                row.tool = u.tool
-                row.status = u.status.value
-                row.attempt = u.attempt
-                if u.inputs is not None:
-                    row.inputs = u.inputs
-                row.output = u.output
-                row.error = u.error
-                if u.started_at is not None:
-                    row.started_at = u.started_at
-                row.finished_at = u.finished_at
-                row.duration_ms = u.duration_ms
-                row.cost = u.cost
-                if u.executor_id is not None:
-                    row.executor_id = u.executor_id
-            now = utcnow()
-            for a in artifacts:
-                s.add(
-                    ArtifactRow(
-                        task_id=task_id, step_id=a.step_id, path=a.path, media_type=a.media_type,
-                        size=a.size, sha256=a.sha256, created_at=now,
-                    )
+        with self.engine.begin() as conn:
+            if updates:
+                conn.execute(self._step_upsert(), [_step_values(task_id, u) for u in updates])
+            if artifacts:
+                now = utcnow()
+                conn.execute(
+                    sa.insert(ArtifactRow),
+                    [
+                        {"task_id": task_id, "step_id": a.step_id, "path": a.path, "media_type": a.media_type,
+                         "size": a.size, "sha256": a.sha256, "created_at": now}
+                        for a in artifacts
+                    ],
                 )
             if add_cost:
-                s.execute(
+                conn.execute(
                     sa.update(TaskRow).where(TaskRow.task_id == task_id).values(total_cost=TaskRow.total_cost + add_cost)
                 )
+
+    def _step_upsert(self) -> Any:
+        table = StepRunRow.__table__
+        insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+        ex = insert.excluded
+        keep = {"inputs", "started_at", "executor_id"}
+        return insert.on_conflict_do_update(
+            index_elements=["task_id", "step_id"],
+            set_={
+                c: (sa.func.coalesce(ex[c], table.c[c]) if c in keep else ex[c])
+                for c in ("tool", "status", "attempt", "inputs", "output", "error", "started_at", "finished_at",
+                          "duration_ms", "cost", "executor_id")
+            },
+        )
 
     def artifacts(self, task_id: str) -> list[ArtifactRecord]:
         with self.session() as s:
@@ -311,13 +327,38 @@ class Store:
         step_id: str | None = None,
     ) -> list[Approval]:
         """Decide every pending approval of the task (or only ``step_id``'s)."""
+        return self._decide(task_id, approved=approved, comment=comment, decided_by=decided_by, step_id=step_id)[0]
+
+    def approve_and_requeue(
+        self, task_id: str, *, comment: str | None, decided_by: str | None, step_id: str | None = None
+    ) -> int | None:
+        """Approve, and once no gate is left pending queue the task again — in one transaction.
+
+        Returns the new run generation, or None while other gates still wait.
+        """
+        return self._decide(
+            task_id, approved=True, comment=comment, decided_by=decided_by, step_id=step_id, requeue=True
+        )[1]
+
+    def _decide(
+        self,
+        task_id: str,
+        *,
+        approved: bool,
+        comment: str | None,
+        decided_by: str | None,
+        step_id: str | None,
+        requeue: bool = False,
+    ) -> tuple[list[Approval], int | None]:
         now = utcnow()
         # Expire first, in its own transaction: the refusal below must not roll the expiry back.
-        self.expire_approvals(now=now)
+        self.expire_approvals(now=now, task_id=task_id)
         with self.session() as s, s.begin():
             task = s.get(TaskRow, task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError("task", task_id)
+            if requeue and task.status != TaskStatus.AWAITING_APPROVAL.value:
+                raise ConflictError(f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id)
             q = sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
             if step_id is not None:
                 q = q.where(ApprovalRow.step_id == step_id)
@@ -347,7 +388,19 @@ class Store:
                         kind="approval" if approved else "rejection", text=comment, author=decided_by, created_at=now,
                     )
                 )
-            return [_approval(r) for r in decided]
+            generation: int | None = None
+            if requeue and approved:
+                s.flush()
+                left = s.scalar(
+                    sa.select(sa.func.count()).select_from(ApprovalRow)
+                    .where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+                )
+                if not left:
+                    task.run_generation += 1
+                    task.status = TaskStatus.QUEUED.value
+                    task.updated_at = now
+                    generation = task.run_generation
+            return [_approval(r) for r in decided], generation
 
     def cancel_approvals(self, task_id: str) -> None:
         with self.engine.begin() as conn:
@@ -357,17 +410,14 @@ class Store:
                 .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
             )
 
-    def expire_approvals(self, *, now: datetime | None = None) -> list[str]:
-        """Expire pending approvals past their deadline; returns the affected task ids."""
+    def expire_approvals(self, *, now: datetime | None = None, task_id: str | None = None) -> list[str]:
+        """Expire pending approvals past their deadline (of one task, or all); returns the task ids."""
         now = now or utcnow()
         with self.session() as s, s.begin():
-            rows = list(
-                s.scalars(
-                    sa.select(ApprovalRow)
-                    .where(ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            q = sa.select(ApprovalRow).where(ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now)
+            if task_id is not None:
+                q = q.where(ApprovalRow.task_id == task_id)
+            rows = list(s.scalars(q.with_for_update(skip_locked=True)))
             for r in rows:
                 r.status = ApprovalStatus.EXPIRED.value
                 r.decided_at = now
@@ -495,6 +545,14 @@ class Store:
                              started_at=_aware(r.started_at), heartbeat_at=_aware(r.heartbeat_at))  # type: ignore[arg-type]  # not None
                 for r in s.scalars(q)
             ]
+
+
+def _step_values(task_id: str, u: StepUpdate) -> dict[str, Any]:
+    return {
+        "task_id": task_id, "step_id": u.step_id, "tool": u.tool, "status": u.status.value, "attempt": u.attempt,
+        "inputs": u.inputs, "output": u.output, "error": u.error, "started_at": u.started_at,
+        "finished_at": u.finished_at, "duration_ms": u.duration_ms, "cost": u.cost, "executor_id": u.executor_id,
+    }
 
 
 def _step_is(step_id: str | None) -> sa.ColumnElement[bool]:

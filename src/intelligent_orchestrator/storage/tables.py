@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: Python None is SQL NULL, so partial upserts can COALESCE absent values.
+JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 UTCDateTime = sa.DateTime(timezone=True)
 
 
