@@ -206,18 +206,24 @@ class Orchestrator:
         poll_seconds: float = 0.2,
         on_progress: ProgressCallback | None = None,
     ) -> ExecutionResult:
-        """Wait until the task finishes or parks for approval."""
+        """Wait until the task finishes or parks for approval.
+
+        Polls only the task's status (one row); the steps are read for ``on_progress`` and at the end.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            result = await self.status(task_id)
             if on_progress is not None:
+                result = await self.status(task_id)
                 maybe = on_progress(result)
                 if maybe is not None:
                     await maybe
-            if result.task.status.finished or result.task.status is TaskStatus.AWAITING_APPROVAL:
-                return result
+                status = result.task.status
+            else:
+                status = (await self.get_task(task_id)).status
+            if status.finished or status is TaskStatus.AWAITING_APPROVAL:
+                return await self.status(task_id)
             if deadline is not None and time.monotonic() > deadline:
-                return result
+                return await self.status(task_id)
             await asyncio.sleep(poll_seconds)
 
     # Decisions ---------------------------------------------------------------------------

@@ -30,7 +30,16 @@ SETTING = "tools.mcp.config_file"
 
 # Keys other MCP clients write into a server entry; accepted without a warning, not used.
 _FOREIGN_KEYS = frozenset(
-    {"disabled", "autoApprove", "alwaysAllow", "timeout", "description", "envFile", "disabledTools", "trust"}
+    {
+        "disabled",
+        "autoApprove",
+        "alwaysAllow",
+        "timeout",
+        "description",
+        "envFile",
+        "disabledTools",
+        "trust",
+    }
 )
 
 
@@ -43,7 +52,9 @@ class StdioServerConfig(BaseModel):
     command: str = Field(min_length=1, description="Executable to start, found on PATH.")
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(
-        default_factory=dict, repr=False, description="Added to a minimal inherited environment (HOME, PATH, ...)."
+        default_factory=dict,
+        repr=False,
+        description="Added to a minimal inherited environment (HOME, PATH, ...).",
     )
     cwd: Path | None = None
 
@@ -106,14 +117,19 @@ def load_mcp_config(path: Path) -> McpConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"MCP config file {str(path)!r} does not exist", setting=SETTING) from None
+        raise ConfigError(
+            f"MCP config file {str(path)!r} does not exist", setting=SETTING
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read MCP config file {str(path)!r}: {exc}", setting=SETTING) from exc
+        raise ConfigError(
+            f"cannot read MCP config file {str(path)!r}: {exc}", setting=SETTING
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", setting=SETTING
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            setting=SETTING,
         ) from exc
     return parse_mcp_config(data, source=str(path))
 
@@ -127,9 +143,14 @@ def parse_mcp_config(data: Any, *, source: str = "mcp.json") -> McpConfig:
         # VS Code writes "servers"; accept it rather than make the user rename the key.
         servers_raw = data.get("servers")
     if servers_raw is None:
-        raise ConfigError(f"{source}: missing 'mcpServers' (an object of server name -> settings)", setting=SETTING)
+        raise ConfigError(
+            f"{source}: missing 'mcpServers' (an object of server name -> settings)",
+            setting=SETTING,
+        )
     if not isinstance(servers_raw, Mapping):
-        raise ConfigError(f"{source}: 'mcpServers' must be an object of server name -> settings", setting=SETTING)
+        raise ConfigError(
+            f"{source}: 'mcpServers' must be an object of server name -> settings", setting=SETTING
+        )
 
     problems: list[str] = []
     warnings: list[str] = []
@@ -146,7 +167,10 @@ def parse_mcp_config(data: Any, *, source: str = "mcp.json") -> McpConfig:
             servers[name] = server
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{source}: invalid MCP configuration ({len(problems)} problem(s)):\n{lines}", setting=SETTING)
+        raise ConfigError(
+            f"{source}: invalid MCP configuration ({len(problems)} problem(s)):\n{lines}",
+            setting=SETTING,
+        )
     return McpConfig(servers=servers, warnings=warnings, source=source)
 
 
@@ -167,11 +191,21 @@ def _parse_entry(name: str, raw: Any) -> tuple[McpServerConfig | None, list[str]
     if entry.disabled:
         return None, [], [*warnings, f"{where}: disabled, skipped"]
     if entry.type == "sse":
-        return None, [f"{where}: field 'type': the SSE transport is not supported; use streamable HTTP ('url' of the /mcp endpoint)"], warnings
+        return (
+            None,
+            [
+                f"{where}: field 'type': the SSE transport is not supported; use streamable HTTP ('url' of the /mcp endpoint)"
+            ],
+            warnings,
+        )
     if entry.command is not None and entry.url is not None:
         return None, [f"{where}: give either 'command' (stdio) or 'url' (HTTP), not both"], warnings
     if entry.command is None and entry.url is None:
-        return None, [f"{where}: missing field 'command' (stdio server) or 'url' (HTTP server)"], warnings
+        return (
+            None,
+            [f"{where}: missing field 'command' (stdio server) or 'url' (HTTP server)"],
+            warnings,
+        )
     if entry.type == "stdio" and entry.command is None:
         return None, [f"{where}: field 'command': required when type is 'stdio'"], warnings
     if entry.type in {"http", "streamable-http", "streamableHttp"} and entry.url is None:
@@ -196,5 +230,9 @@ def _parse_entry(name: str, raw: Any) -> tuple[McpServerConfig | None, list[str]
 def _field_problem(where: str, err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     value = err.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) and len(repr(value)) < 80 else ""
+    shown = (
+        f" (got {value!r})"
+        if isinstance(value, str | int | float | bool) and len(repr(value)) < 80
+        else ""
+    )
     return f"{where}: field {loc!r}: {err['msg']}{shown}"
