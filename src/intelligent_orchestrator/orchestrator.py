@@ -37,6 +37,7 @@ from .storage import (
     utcnow,
 )
 from .tools.builtin import builtin_tools
+from .tools.mcp import DiscoveryReport, discover, register_mcp_tools
 from .tools.registry import ToolRegistry
 from .tools.spec import Implementation, Tool
 
@@ -89,12 +90,14 @@ class Orchestrator:
         self.http_transport = http_transport
         self.host: EngineHost | None = None
         self._client: QueueClient | None = None
+        self._mcp: DiscoveryReport | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
     async def start_engine(self, *, kind: str = "local", listen: bool = False, executor_id: str | None = None) -> EngineHost:
         """Make this process an executor. ``listen``: also take tasks from the shared queue."""
         if self.host is not None:
             return self.host
+        await self.load_mcp_tools()
         host = EngineHost(
             self.settings, self.store, self.registry, kind=kind, listen=listen,
             executor_id=executor_id, http_transport=self.http_transport,
@@ -103,7 +106,25 @@ class Orchestrator:
         self.host = host
         return host
 
+    async def load_mcp_tools(self) -> DiscoveryReport | None:
+        """Discover the tools of the MCP servers in ``tools.mcp.config_file`` and register them.
+
+        A server that fails is reported (logged and in the returned report), never fatal.
+        """
+        cfg = self.settings.tools.mcp
+        if cfg.config_file is None or self._mcp is not None:
+            return self._mcp
+        report = await discover(cfg.config_file, cfg)
+        for server, error in report.errors.items():
+            logger.warning("MCP server %s unavailable: %s", server, error)
+        register_mcp_tools(self.registry, report)
+        self._mcp = report
+        return report
+
     async def close(self) -> None:
+        if self._mcp is not None:
+            await self._mcp.aclose()
+            self._mcp = None
         if self.host is not None:
             await self.host.stop()
             self.host = None

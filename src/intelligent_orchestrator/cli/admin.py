@@ -20,9 +20,10 @@ db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 
 
 def tools(json_: JsonOpt = False) -> None:
-    """List the registered tools with their source and schemas."""
+    """List the registered tools (built-in, plugins, and the MCP servers' tools, discovered now)."""
 
     async def go(orch: Orchestrator) -> None:
+        await orch.load_mcp_tools()  # a failing server is logged to stderr, its tools left out
         specs = orch.list_tools()
         if json_:
             emit_json({"data": [s.model_dump(mode="json") for s in specs], "count": len(specs)})
