@@ -10,26 +10,11 @@ import pytest
 
 from intelligent_orchestrator.domain.models import StepStatus, TaskStatus
 from intelligent_orchestrator.settings import Settings
-from intelligent_orchestrator.storage import Store, create_engine
-from tests.support.procs import Worker, cli, orchestrator_env, wait_for
+from intelligent_orchestrator.storage import Store
+from tests.support.procs import Worker, cli, wait_for
 from tests.support.tools import outbox, runs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    e = orchestrator_env(settings.home, settings.database_url)
-    done = cli(e, "db", "upgrade")
-    assert done.returncode == 0, done.stderr
-    return e
-
-
-@pytest.fixture
-def store(settings: Settings, env: dict[str, str]):
-    engine = create_engine(settings.app_database_url)
-    yield Store(engine)
-    engine.dispose()
 
 
 def submit(env: dict[str, str], tmp_path: Path, workflow: dict, *extra: str) -> str:

@@ -14,26 +14,12 @@ from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
 from intelligent_orchestrator.errors import ConflictError
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
-from intelligent_orchestrator.storage import Store, create_engine
+from intelligent_orchestrator.storage import Store
 from intelligent_orchestrator.tools.registry import ToolRegistry
-from tests.support.procs import Worker, cli, orchestrator_env, wait_for
+from tests.support.procs import Worker, cli, wait_for
 from tests.support.tools import run_pids, runs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    e = orchestrator_env(settings.home, settings.database_url)
-    assert cli(e, "db", "upgrade").returncode == 0
-    return e
-
-
-@pytest.fixture
-def store(settings: Settings, env: dict[str, str]):
-    engine = create_engine(settings.app_database_url)
-    yield Store(engine)
-    engine.dispose()
 
 
 def submit(env: dict[str, str], path: Path, workflow: dict) -> str:
