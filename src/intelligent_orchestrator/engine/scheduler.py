@@ -83,11 +83,14 @@ class DagRun:
     errors: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
     _running: dict[asyncio.Task[Outcome], str] = field(default_factory=dict)
+    _tools: dict[str, str] = field(default_factory=dict)  # step id -> tool id
+    _pending: list[str] | None = None
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self, previous: list[StepRun]) -> TaskStatus:
         order = execution_order(self.plan)
         steps = {s.id: s for s in self.plan.steps}
+        self._tools = {s.id: s.tool for s in self.plan.steps}
         deps = {sid: step_dependencies(steps[sid]) for sid in order}
         for sid in order:
             self.state[sid] = StepStatus.PENDING
@@ -113,13 +116,9 @@ class DagRun:
                 updates += self._propagate_skips(order, deps)
                 launch: list[tuple[WorkflowStep, dict[str, Any]]] = []
                 if not self.cancelled:
-                    for sid in order:
+                    for sid in self._ready(order, deps):
                         if len(self._running) + len(launch) >= slots:
                             break
-                        if self.state[sid] is not StepStatus.PENDING or any(
-                            self.state[d] is not StepStatus.SUCCEEDED for d in deps[sid]
-                        ):
-                            continue
                         step = steps[sid]
                         try:
                             args = resolve(step.inputs, self.outputs)
@@ -156,6 +155,16 @@ class DagRun:
                 await asyncio.gather(*self._running, return_exceptions=True)
         return self._final_status(order)
 
+    def _ready(self, order: list[str], deps: dict[str, set[str]]) -> list[str]:
+        """Pending steps whose dependencies all succeeded, in plan order (scans only what may change)."""
+        if self._pending is None:
+            self._pending = [sid for sid in order if self.state[sid] is StepStatus.PENDING]
+        self._pending = [sid for sid in self._pending if self.state[sid] is StepStatus.PENDING]
+        return [
+            sid for sid in self._pending
+            if all(self.state[d] is StepStatus.SUCCEEDED for d in deps[sid])
+        ]
+
     def cancel(self) -> None:
         """Stop starting steps and interrupt the running ones (the task was cancelled)."""
         self.cancelled = True
@@ -185,7 +194,7 @@ class DagRun:
 
     def _update(self, o: Outcome) -> StepUpdate:
         return StepUpdate(
-            step_id=o.step_id, tool=self.plan.step(o.step_id).tool, status=o.status,
+            step_id=o.step_id, tool=self._tools[o.step_id], status=o.status,
             attempt=o.attempt or self.attempts.get(o.step_id, 0), inputs=o.inputs, output=o.output, error=o.error,
             started_at=o.started, finished_at=None if o.status is StepStatus.AWAITING_APPROVAL else utcnow(),
             duration_ms=o.duration_ms, cost=o.cost,
@@ -201,6 +210,8 @@ class DagRun:
 
     def _propagate_skips(self, order: list[str], deps: dict[str, set[str]]) -> list[StepUpdate]:
         updates: list[StepUpdate] = []
+        if not any(st in _TERMINAL_BAD for st in self.state.values()):
+            return updates
         changed = True
         while changed:
             changed = False

@@ -95,6 +95,7 @@ class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._upsert_steps = self._step_upsert()  # built once: the engine's hot path
 
     def session(self) -> Session:
         return self._sessions()
@@ -238,7 +239,7 @@ class Store:
             return
         with self.engine.begin() as conn:
             if updates:
-                conn.execute(self._step_upsert(), [_step_values(task_id, u) for u in updates])
+                conn.execute(self._upsert_steps, [_step_values(task_id, u) for u in updates])
             if artifacts:
                 now = utcnow()
                 conn.execute(

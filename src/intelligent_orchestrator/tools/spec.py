@@ -109,10 +109,13 @@ class Tool:
         return to_jsonable(result)
 
 
+_ANY = TypeAdapter(Any)
+
+
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    return TypeAdapter(Any).dump_python(value, mode="json")
+    return _ANY.dump_python(value, mode="json")
 
 
 def _pydantic_problems(tool_id: str, exc: ValidationError) -> str:
