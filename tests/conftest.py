@@ -29,7 +29,9 @@ _PG_PROBLEM = _pg_available()
 
 def pytest_configure(config: pytest.Config) -> None:
     if _PG_PROBLEM and os.environ.get("CI"):
-        raise pytest.UsageError(f"PostgreSQL is required in CI and is unreachable at {PG_ADMIN}: {_PG_PROBLEM}")
+        raise pytest.UsageError(
+            f"PostgreSQL is required in CI and is unreachable at {PG_ADMIN}: {_PG_PROBLEM}"
+        )
 
 
 @pytest.fixture

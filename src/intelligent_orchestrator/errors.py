@@ -79,7 +79,9 @@ class InvalidPlanError(PlanningError):
 class ToolError(OrchestratorError):
     """Base of tool failures."""
 
-    def __init__(self, message: str, *, tool_id: str | None = None, transient: bool = False) -> None:
+    def __init__(
+        self, message: str, *, tool_id: str | None = None, transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.tool_id = tool_id
         self.transient = transient

@@ -93,14 +93,21 @@ class Orchestrator:
         self._mcp: DiscoveryReport | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
-    async def start_engine(self, *, kind: str = "local", listen: bool = False, executor_id: str | None = None) -> EngineHost:
+    async def start_engine(
+        self, *, kind: str = "local", listen: bool = False, executor_id: str | None = None
+    ) -> EngineHost:
         """Make this process an executor. ``listen``: also take tasks from the shared queue."""
         if self.host is not None:
             return self.host
         await self.load_mcp_tools()
         host = EngineHost(
-            self.settings, self.store, self.registry, kind=kind, listen=listen,
-            executor_id=executor_id, http_transport=self.http_transport,
+            self.settings,
+            self.store,
+            self.registry,
+            kind=kind,
+            listen=listen,
+            executor_id=executor_id,
+            http_transport=self.http_transport,
         )
         await host.start()
         self.host = host
@@ -147,7 +154,9 @@ class Orchestrator:
         return self.registry.specs()
 
     # Workflows ---------------------------------------------------------------------------
-    def load_workflow(self, text: str, *, source: str = "<workflow>", fmt: str | None = None) -> ExecutionPlan:
+    def load_workflow(
+        self, text: str, *, source: str = "<workflow>", fmt: str | None = None
+    ) -> ExecutionPlan:
         """Parse and validate a workflow document; raises WorkflowValidationError listing every problem."""
         plan = parse_workflow(text, source=source, fmt=fmt)
         validate_plan(plan, self.registry)
@@ -166,7 +175,11 @@ class Orchestrator:
         when this process is an executor that does not listen to the shared queue)."""
         validate_plan(plan, self.registry)
         task = await asyncio.to_thread(
-            self.store.create_task, plan, request=request, user_id=user_id, auto_approve=auto_approve
+            self.store.create_task,
+            plan,
+            request=request,
+            user_id=user_id,
+            auto_approve=auto_approve,
         )
         await self._dispatch(task.task_id, 0, run_here=run_here)
         return task
@@ -174,7 +187,9 @@ class Orchestrator:
     async def rerun(self, task_id: str, *, run_here: bool | None = None) -> Task:
         """Run a task's plan again as a new task (a finished task is never restarted in place)."""
         old = await self.get_task(task_id)
-        return await self.submit(old.plan, request=old.request, user_id=old.user_id, run_here=run_here)
+        return await self.submit(
+            old.plan, request=old.request, user_id=old.user_id, run_here=run_here
+        )
 
     async def _dispatch(self, task_id: str, generation: int, *, run_here: bool | None) -> None:
         host = self.host
@@ -202,13 +217,19 @@ class Orchestrator:
                 task=task,
                 steps=self.store.step_runs(task_id),
                 approvals=self.store.approvals(task_id),
-                artifacts=[ArtifactRef(**asdict(a)) for a in self.store.artifacts(task_id)] if task.status.finished else [],
+                artifacts=[ArtifactRef(**asdict(a)) for a in self.store.artifacts(task_id)]
+                if task.status.finished
+                else [],
             )
 
         return await asyncio.to_thread(read)
 
-    async def history(self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0) -> tuple[list[Task], int]:
-        return await asyncio.to_thread(self.store.list_tasks, limit=limit, status=status, offset=offset)
+    async def history(
+        self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        return await asyncio.to_thread(
+            self.store.list_tasks, limit=limit, status=status, offset=offset
+        )
 
     async def pending_approvals(self, task_id: str) -> list[Approval]:
         result = await self.status(task_id)
@@ -216,7 +237,9 @@ class Orchestrator:
 
     async def live_workers(self) -> int:
         lease = timedelta(seconds=self.settings.engine.lease_seconds)
-        rows = await asyncio.to_thread(self.store.live_executors, lease=lease, kinds=["worker", "serve"])
+        rows = await asyncio.to_thread(
+            self.store.live_executors, lease=lease, kinds=["worker", "serve"]
+        )
         return len(rows)
 
     async def wait(
@@ -259,7 +282,11 @@ class Orchestrator:
     ) -> Task:
         """Approve the pending approval(s) and resume the task."""
         generation = await asyncio.to_thread(
-            self.store.approve_and_requeue, task_id, comment=comment, decided_by=decided_by, step_id=step_id
+            self.store.approve_and_requeue,
+            task_id,
+            comment=comment,
+            decided_by=decided_by,
+            step_id=step_id,
         )
         if generation is not None:  # None: other gates still wait
             await self._dispatch(task_id, generation, run_here=run_here)
@@ -269,20 +296,36 @@ class Orchestrator:
         """Reject the task: nothing gated runs; the feedback is stored."""
         task = await self.get_task(task_id)
         if task.status is not TaskStatus.AWAITING_APPROVAL:
-            raise ConflictError(f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id)
-        await asyncio.to_thread(self.store.decide, task_id, approved=False, comment=comment, decided_by=decided_by)
+            raise ConflictError(
+                f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id
+            )
+        await asyncio.to_thread(
+            self.store.decide, task_id, approved=False, comment=comment, decided_by=decided_by
+        )
 
         def finalize() -> None:
             runs = self.store.step_runs(task_id)
             gated = [r for r in runs if r.status is StepStatus.AWAITING_APPROVAL]
             self.store.write_steps(
                 task_id,
-                [StepUpdate(step_id=r.step_id, tool=r.tool, status=StepStatus.REJECTED, attempt=r.attempt,
-                            error=f"rejected: {comment}", finished_at=utcnow()) for r in gated],
+                [
+                    StepUpdate(
+                        step_id=r.step_id,
+                        tool=r.tool,
+                        status=StepStatus.REJECTED,
+                        attempt=r.attempt,
+                        error=f"rejected: {comment}",
+                        finished_at=utcnow(),
+                    )
+                    for r in gated
+                ],
             )
             self.store.update_task(
-                task_id, status=TaskStatus.REJECTED, only_if=[TaskStatus.AWAITING_APPROVAL],
-                finished_at=utcnow(), error=f"rejected: {comment}",
+                task_id,
+                status=TaskStatus.REJECTED,
+                only_if=[TaskStatus.AWAITING_APPROVAL],
+                finished_at=utcnow(),
+                error=f"rejected: {comment}",
             )
 
         await asyncio.to_thread(finalize)
@@ -293,11 +336,16 @@ class Orchestrator:
         if task.status.finished:
             raise ConflictError(f"task {task_id!r} already {task.status.value}", task_id=task_id)
         ok = await asyncio.to_thread(
-            self.store.update_task, task_id, status=TaskStatus.CANCELLED,
+            self.store.update_task,
+            task_id,
+            status=TaskStatus.CANCELLED,
             only_if=[TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL],
-            finished_at=utcnow(), error="cancelled",
+            finished_at=utcnow(),
+            error="cancelled",
         )
         if not ok:
-            raise ConflictError(f"task {task_id!r} finished before it could be cancelled", task_id=task_id)
+            raise ConflictError(
+                f"task {task_id!r} finished before it could be cancelled", task_id=task_id
+            )
         await asyncio.to_thread(self.store.cancel_approvals, task_id)
         return await self.get_task(task_id)

@@ -26,12 +26,22 @@ DEFAULT_CONFIG_FILE = "orchestrator.toml"
 
 
 class EngineSettings(BaseModel):
-    task_concurrency: int = Field(default=8, ge=1, le=1000, description="Steps of one task running at once.")
-    global_concurrency: int = Field(default=64, ge=1, le=10000, description="Steps running at once in one process.")
-    worker_concurrency: int = Field(default=32, ge=1, le=10000, description="Tasks one worker runs at once.")
-    approval_expiry_hours: float = Field(default=24 * 7, gt=0, description="A parked approval expires after this.")
+    task_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="Steps of one task running at once."
+    )
+    global_concurrency: int = Field(
+        default=64, ge=1, le=10000, description="Steps running at once in one process."
+    )
+    worker_concurrency: int = Field(
+        default=32, ge=1, le=10000, description="Tasks one worker runs at once."
+    )
+    approval_expiry_hours: float = Field(
+        default=24 * 7, gt=0, description="A parked approval expires after this."
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
-    lease_seconds: float = Field(default=30.0, gt=0, description="An executor silent this long is dead; its tasks move.")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="An executor silent this long is dead; its tasks move."
+    )
     executor_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_backoff_rate: float = Field(default=2.0, ge=1)
@@ -56,11 +66,15 @@ class PublishChannel(BaseModel):
 
     adapter: Literal["file", "webhook"] = "file"
     url: str | None = Field(default=None, description="Webhook adapter: where to POST the post.")
-    secret: SecretStr | None = Field(default=None, description="Webhook adapter: HMAC-SHA256 signing key.")
+    secret: SecretStr | None = Field(
+        default=None, description="Webhook adapter: HMAC-SHA256 signing key."
+    )
 
 
 class WebhookSettings(BaseModel):
-    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for the signature header.")
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for the signature header."
+    )
     max_attempts: int = Field(default=3, ge=1, le=10)
     timeout_seconds: float = Field(default=15.0, gt=0)
 
@@ -79,7 +93,8 @@ class ToolSettings(BaseModel):
     http_max_bytes: int = Field(default=5_000_000, gt=0)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     publish_channels: dict[str, PublishChannel] = Field(
-        default_factory=dict, description="Channel name -> adapter; unlisted channels use the file adapter."
+        default_factory=dict,
+        description="Channel name -> adapter; unlisted channels use the file adapter.",
     )
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
@@ -92,8 +107,12 @@ class Settings(BaseSettings):
         env_prefix="ORCHESTRATOR_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    home: Path = Field(default=Path(".orchestrator"), description="SQLite files, workspace and logs.")
-    database_url: str | None = Field(default=None, description="postgresql://... ; default: SQLite in home.")
+    home: Path = Field(
+        default=Path(".orchestrator"), description="SQLite files, workspace and logs."
+    )
+    database_url: str | None = Field(
+        default=None, description="postgresql://... ; default: SQLite in home."
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     log_level: str = Field(default="WARNING", pattern=r"^(?i)(DEBUG|INFO|WARNING|ERROR)$")
@@ -172,7 +191,11 @@ def _unknown_env_settings() -> list[str]:
     """``ORCHESTRATOR_*`` variables that name no setting (a typo would otherwise be ignored)."""
     unknown: list[str] = []
     for name in os.environ:
-        if not name.startswith("ORCHESTRATOR_") or name == CONFIG_FILE_ENV or name.startswith("ORCHESTRATOR_TEST_"):
+        if (
+            not name.startswith("ORCHESTRATOR_")
+            or name == CONFIG_FILE_ENV
+            or name.startswith("ORCHESTRATOR_TEST_")
+        ):
             continue
         parts = name.removeprefix("ORCHESTRATOR_").lower().split("__")
         model: type[BaseModel] | None = Settings
@@ -181,7 +204,11 @@ def _unknown_env_settings() -> list[str]:
                 unknown.append(name)
                 break
             annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            model = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
     return unknown
 
 
@@ -189,7 +216,10 @@ def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning validation errors into one :class:`ConfigError` naming the setting."""
     unknown = _unknown_env_settings()
     if unknown:
-        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(sorted(unknown))}", setting=unknown[0])
+        raise ConfigError(
+            f"unknown setting(s) in the environment: {', '.join(sorted(unknown))}",
+            setting=unknown[0],
+        )
     explicit = os.environ.get(CONFIG_FILE_ENV)
     if explicit and not Path(explicit).is_file():
         raise ConfigError(f"{CONFIG_FILE_ENV}={explicit!r}: no such file", setting=CONFIG_FILE_ENV)
@@ -202,7 +232,8 @@ def load_settings(**overrides: Any) -> Settings:
         value = err.get("input")
         shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
         raise ConfigError(
-            f"invalid setting {'.'.join(loc)} / {env_name}: {err['msg']}{shown}", setting=".".join(loc)
+            f"invalid setting {'.'.join(loc)} / {env_name}: {err['msg']}{shown}",
+            setting=".".join(loc),
         ) from exc
     except Exception as exc:  # a malformed toml file
         raise ConfigError(f"cannot read configuration: {exc}", setting=CONFIG_FILE_ENV) from exc

@@ -354,13 +354,22 @@ async def test_openapi_lists_every_route_with_operation_ids(idle_client: httpx.A
 
 
 async def test_events_stream_progress_then_end(client, serve_orch) -> None:
-    body = {"content": json.dumps({"name": "ev", "steps": [
-        {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.3, "value": 1}},
-        {"id": "b", "tool": "add", "inputs": {"a": "${steps.a.output.value}", "b": 1}},
-    ]})}
+    body = {
+        "content": json.dumps(
+            {
+                "name": "ev",
+                "steps": [
+                    {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.3, "value": 1}},
+                    {"id": "b", "tool": "add", "inputs": {"a": "${steps.a.output.value}", "b": 1}},
+                ],
+            }
+        )
+    }
     task_id = (await client.post("/api/orchestrator/workflows", json=body)).json()["task_id"]
     events: list[tuple[str, dict]] = []
-    async with client.stream("GET", f"/api/orchestrator/events/{task_id}", params={"poll_seconds": 0.05}) as resp:
+    async with client.stream(
+        "GET", f"/api/orchestrator/events/{task_id}", params={"poll_seconds": 0.05}
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         kind = None
@@ -377,7 +386,11 @@ async def test_events_stream_progress_then_end(client, serve_orch) -> None:
 
 
 async def test_rerun_makes_a_new_task_with_the_same_plan(client, serve_orch) -> None:
-    body = {"content": json.dumps({"name": "again", "steps": [{"id": "a", "tool": "noop", "inputs": {"value": 9}}]})}
+    body = {
+        "content": json.dumps(
+            {"name": "again", "steps": [{"id": "a", "tool": "noop", "inputs": {"value": 9}}]}
+        )
+    }
     first = (await client.post("/api/orchestrator/workflows", json=body)).json()["task_id"]
     second = await client.post(f"/api/orchestrator/rerun/{first}")
     assert second.status_code == 202

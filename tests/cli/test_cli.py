@@ -54,7 +54,9 @@ def test_park_approve_and_inspect(env: dict[str, str]) -> None:
 
 
 def test_reject_stores_feedback(env: dict[str, str]) -> None:
-    task_id = json.loads(cli(env, "run", "--example", "sales-report", "--wait", "--json").stdout)["task"]["task_id"]
+    task_id = json.loads(cli(env, "run", "--example", "sales-report", "--wait", "--json").stdout)[
+        "task"
+    ]["task_id"]
     done = cli(env, "reject", task_id, "--comment", "wrong quarter")
     assert done.returncode == 0, done.stderr
     assert "rejected" in done.stdout
@@ -64,7 +66,9 @@ def test_reject_stores_feedback(env: dict[str, str]) -> None:
     assert [(a["status"], a["comment"]) for a in approvals] == [("rejected", "wrong quarter")]
 
 
-def test_invalid_workflow_lists_every_problem_and_starts_nothing(env: dict[str, str], tmp_path: Path) -> None:
+def test_invalid_workflow_lists_every_problem_and_starts_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     wf = tmp_path / "bad.yaml"
     wf.write_text(
         "name: bad\nsteps:\n"
@@ -100,7 +104,9 @@ def test_invalid_setting_is_one_clear_message(env: dict[str, str]) -> None:
     assert "database_url" in bad_url.stderr
 
 
-def test_queued_without_worker_warns_and_can_be_cancelled(env: dict[str, str], tmp_path: Path) -> None:
+def test_queued_without_worker_warns_and_can_be_cancelled(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps({"name": "q", "steps": [{"id": "a", "tool": "noop"}]}))
     done = cli(env, "run", "--plan", str(wf))
@@ -115,8 +121,17 @@ def test_queued_without_worker_warns_and_can_be_cancelled(env: dict[str, str], t
 def test_tools_and_db_commands(env: dict[str, str]) -> None:
     tools = json.loads(cli(env, "tools", "--json").stdout)
     ids = {t["tool_id"] for t in tools["data"]}
-    assert {"read_file", "write_file", "http_request", "query_data", "chart", "business_metrics"} <= ids
-    assert next(t for t in tools["data"] if t["tool_id"] == "query_data")["input_schema"]["required"] == ["sql"]
+    assert {
+        "read_file",
+        "write_file",
+        "http_request",
+        "query_data",
+        "chart",
+        "business_metrics",
+    } <= ids
+    assert next(t for t in tools["data"] if t["tool_id"] == "query_data")["input_schema"][
+        "required"
+    ] == ["sql"]
     assert cli(env, "db", "upgrade").returncode == 0
     current = json.loads(cli(env, "db", "current", "--json").stdout)
     assert current["current"] == current["head"]

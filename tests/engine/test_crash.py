@@ -43,13 +43,30 @@ def test_kill_during_a_running_step_resumes_without_redoing_finished_steps(
     ws = settings.workspace
     a = Worker(env, "crash-a", tmp_path)
     try:
-        task_id = submit(env, tmp_path, {"name": "chain", "steps": [
-            {"id": "first", "tool": "noop", "inputs": {"value": 1}},
-            {"id": "slow", "tool": "sleep", "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": 2},
-             "depends_on": ["first"]},
-            {"id": "last", "tool": "add", "inputs": {"a": "${steps.slow.output.value}", "b": 40}},
-        ]})
-        wait_for(lambda: (ws / f"started-{task_id}-slow").exists(), timeout=60, what="slow step to start")
+        task_id = submit(
+            env,
+            tmp_path,
+            {
+                "name": "chain",
+                "steps": [
+                    {"id": "first", "tool": "noop", "inputs": {"value": 1}},
+                    {
+                        "id": "slow",
+                        "tool": "sleep",
+                        "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": 2},
+                        "depends_on": ["first"],
+                    },
+                    {
+                        "id": "last",
+                        "tool": "add",
+                        "inputs": {"a": "${steps.slow.output.value}", "b": 40},
+                    },
+                ],
+            },
+        )
+        wait_for(
+            lambda: (ws / f"started-{task_id}-slow").exists(), timeout=60, what="slow step to start"
+        )
         a.kill9()
     finally:
         a.stop()
@@ -72,16 +89,32 @@ def test_kill_during_parallel_steps_reruns_only_the_interrupted_ones(
     ws = settings.workspace
     a = Worker(env, "par-a", tmp_path)
     try:
-        task_id = submit(env, tmp_path, {"name": "fan", "steps": [
-            {"id": "quick", "tool": "noop"},
-            *({"id": f"p{i}", "tool": "sleep", "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": i}}
-              for i in range(3)),
-            {"id": "join", "tool": "noop", "depends_on": ["p0", "p1", "p2", "quick"]},
-        ]})
+        task_id = submit(
+            env,
+            tmp_path,
+            {
+                "name": "fan",
+                "steps": [
+                    {"id": "quick", "tool": "noop"},
+                    *(
+                        {
+                            "id": f"p{i}",
+                            "tool": "sleep",
+                            "inputs": {"seconds": 60, "retry_seconds": 0.5, "value": i},
+                        }
+                        for i in range(3)
+                    ),
+                    {"id": "join", "tool": "noop", "depends_on": ["p0", "p1", "p2", "quick"]},
+                ],
+            },
+        )
         wait_for(
-            lambda: all((ws / f"started-{task_id}-p{i}").exists() for i in range(3))
-            and step_status(store, task_id).get("quick") is StepStatus.SUCCEEDED,
-            timeout=60, what="parallel steps to start",
+            lambda: (
+                all((ws / f"started-{task_id}-p{i}").exists() for i in range(3))
+                and step_status(store, task_id).get("quick") is StepStatus.SUCCEEDED
+            ),
+            timeout=60,
+            what="parallel steps to start",
         )
         a.kill9()
     finally:
@@ -102,18 +135,36 @@ def test_kill_while_parked_then_approve_sends_once(
     ws = settings.workspace
     a = Worker(env, "park-a", tmp_path)
     try:
-        task_id = submit(env, tmp_path, {"name": "mail", "steps": [
-            {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
-            {"id": "send", "tool": "deliver", "inputs": {"message": "v${steps.draft.output.value}"}},
-        ]})
-        wait_for(lambda: status(store, task_id) is TaskStatus.AWAITING_APPROVAL, timeout=60, what="parking")
+        task_id = submit(
+            env,
+            tmp_path,
+            {
+                "name": "mail",
+                "steps": [
+                    {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
+                    {
+                        "id": "send",
+                        "tool": "deliver",
+                        "inputs": {"message": "v${steps.draft.output.value}"},
+                    },
+                ],
+            },
+        )
+        wait_for(
+            lambda: status(store, task_id) is TaskStatus.AWAITING_APPROVAL,
+            timeout=60,
+            what="parking",
+        )
         a.kill9()
     finally:
         a.stop()
     b = Worker(env, "park-b", tmp_path)
     try:
-        wait_for(lambda: bool(store.live_executors(lease=timedelta(seconds=2), kinds=["worker"])),
-                 timeout=30, what="worker b")
+        wait_for(
+            lambda: bool(store.live_executors(lease=timedelta(seconds=2), kinds=["worker"])),
+            timeout=30,
+            what="worker b",
+        )
         done = cli(env, "approve", task_id, "--comment", "ok", "--json")
         assert done.returncode == 0, done.stderr
         wait_for(lambda: finished(store, task_id), timeout=60, what="approved task to finish")
@@ -130,10 +181,24 @@ def test_kill_in_the_middle_of_a_side_effect_does_not_repeat_it(
     ws = settings.workspace
     a = Worker(env, "fx-a", tmp_path)
     try:
-        task_id = submit(env, tmp_path, {"name": "fx", "steps": [
-            {"id": "send", "tool": "deliver", "inputs": {"message": "once", "hold_seconds": 30}},
-        ]}, "--auto-approve")
-        wait_for(lambda: (ws / f"delivered-{task_id}-send").exists(), timeout=60, what="effect to happen")
+        task_id = submit(
+            env,
+            tmp_path,
+            {
+                "name": "fx",
+                "steps": [
+                    {
+                        "id": "send",
+                        "tool": "deliver",
+                        "inputs": {"message": "once", "hold_seconds": 30},
+                    },
+                ],
+            },
+            "--auto-approve",
+        )
+        wait_for(
+            lambda: (ws / f"delivered-{task_id}-send").exists(), timeout=60, what="effect to happen"
+        )
         a.kill9()  # the effect happened, the step never finished
     finally:
         a.stop()

@@ -19,20 +19,31 @@ async def test_mcp_tool_runs_in_a_task_beside_a_dead_server(
     settings: Settings, registry: ToolRegistry, tmp_path: Path
 ) -> None:
     config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {
-        "time": {"command": "mcp-server-time"},
-        "dead": {"command": "false"},
-    }}))
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "time": {"command": "mcp-server-time"},
+                    "dead": {"command": "false"},
+                }
+            }
+        )
+    )
     settings.tools.mcp.config_file = config
     orch = Orchestrator(settings, registry=registry)
     try:
         await orch.start_engine(kind="test", listen=False)
         assert "time_get_current_time" in orch.registry
         assert orch.registry.get("time_get_current_time").spec.source == "mcp:time"
-        plan = ExecutionPlan.model_validate({"name": "mcp", "steps": [
-            {"id": "now", "tool": "time_get_current_time", "inputs": {"timezone": "UTC"}},
-            {"id": "local", "tool": "noop", "inputs": {"value": 1}},
-        ]})
+        plan = ExecutionPlan.model_validate(
+            {
+                "name": "mcp",
+                "steps": [
+                    {"id": "now", "tool": "time_get_current_time", "inputs": {"timezone": "UTC"}},
+                    {"id": "local", "tool": "noop", "inputs": {"value": 1}},
+                ],
+            }
+        )
         task = await orch.submit(plan, auto_approve=True)
         result = await orch.wait(task.task_id, timeout=60)
     finally:

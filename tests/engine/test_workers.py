@@ -32,7 +32,8 @@ def submit(env: dict[str, str], path: Path, workflow: dict) -> str:
 def executors_of(store: Store, task_id: str) -> set[str]:
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT DISTINCT executor_id FROM step_runs WHERE task_id = %s" if store.engine.dialect.name == "postgresql"
+            "SELECT DISTINCT executor_id FROM step_runs WHERE task_id = %s"
+            if store.engine.dialect.name == "postgresql"
             else "SELECT DISTINCT executor_id FROM step_runs WHERE task_id = ?",
             (task_id,),
         ).fetchall()
@@ -44,10 +45,21 @@ def test_a_live_worker_keeps_its_task_while_another_starts(
 ) -> None:
     a = Worker(env, "live-a", tmp_path)
     try:
-        task_id = submit(env, tmp_path / "wf.json", {"name": "long", "steps": [
-            {"id": "long", "tool": "sleep", "inputs": {"seconds": 5}},
-        ]})
-        wait_for(lambda: (settings.workspace / f"started-{task_id}-long").exists(), timeout=60, what="start")
+        task_id = submit(
+            env,
+            tmp_path / "wf.json",
+            {
+                "name": "long",
+                "steps": [
+                    {"id": "long", "tool": "sleep", "inputs": {"seconds": 5}},
+                ],
+            },
+        )
+        wait_for(
+            lambda: (settings.workspace / f"started-{task_id}-long").exists(),
+            timeout=60,
+            what="start",
+        )
         b = Worker(env, "live-b", tmp_path)
         try:
             wait_for(lambda: store.get_task(task_id).status.finished, timeout=60, what="finish")
@@ -60,11 +72,18 @@ def test_a_live_worker_keeps_its_task_while_another_starts(
     assert executors_of(store, task_id) == {"live-a"}
 
 
-def test_an_executor_id_in_use_is_refused(settings: Settings, env: dict[str, str], store: Store, tmp_path: Path) -> None:
+def test_an_executor_id_in_use_is_refused(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
     a = Worker(env, "twin", tmp_path)
     try:
-        wait_for(lambda: any(e.executor_id == "twin" for e in store.live_executors(
-            lease=timedelta(seconds=2))), timeout=30, what="worker to register")
+        wait_for(
+            lambda: any(
+                e.executor_id == "twin" for e in store.live_executors(lease=timedelta(seconds=2))
+            ),
+            timeout=30,
+            what="worker to register",
+        )
         done = cli(env, "worker", "--executor-id", "twin", timeout=60)
         assert done.returncode == 1
         assert "executor id 'twin' is in use" in done.stderr
@@ -87,19 +106,41 @@ async def test_two_workers_share_tasks_and_one_finishes_the_work_of_a_killed_one
     try:
         ids = []
         for i in range(6):
-            plan = ExecutionPlan.model_validate({"name": f"t{i}", "steps": [
-                {"id": "s1", "tool": "sleep", "inputs": {"seconds": 2.0, "value": i}},
-                {"id": "s2", "tool": "add", "inputs": {"a": "${steps.s1.output.value}", "b": 100}},
-            ]})
+            plan = ExecutionPlan.model_validate(
+                {
+                    "name": f"t{i}",
+                    "steps": [
+                        {"id": "s1", "tool": "sleep", "inputs": {"seconds": 2.0, "value": i}},
+                        {
+                            "id": "s2",
+                            "tool": "add",
+                            "inputs": {"a": "${steps.s1.output.value}", "b": 100},
+                        },
+                    ],
+                }
+            )
             ids.append((await submitter.submit(plan)).task_id)
         await asyncio.to_thread(
-            wait_for, lambda: sum("pg-a" in executors_of(store, t) for t in ids) >= 1 and
-            any(store.get_task(t).status is TaskStatus.RUNNING and "pg-a" in executors_of(store, t) for t in ids),
-            timeout=60, what="worker a to run a task",
+            wait_for,
+            lambda: (
+                sum("pg-a" in executors_of(store, t) for t in ids) >= 1
+                and any(
+                    store.get_task(t).status is TaskStatus.RUNNING
+                    and "pg-a" in executors_of(store, t)
+                    for t in ids
+                )
+            ),
+            timeout=60,
+            what="worker a to run a task",
         )
         a.kill9()
         killed_at = time.monotonic()
-        await asyncio.to_thread(wait_for, lambda: all(store.get_task(t).status.finished for t in ids), timeout=90, what="all tasks")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: all(store.get_task(t).status.finished for t in ids),
+            timeout=90,
+            what="all tasks",
+        )
         recovery = time.monotonic() - killed_at
     finally:
         await submitter.close()

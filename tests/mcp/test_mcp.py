@@ -5,7 +5,6 @@ module, since a server connection belongs to the loop that opened it); tests tha
 connection make their own :class:`McpServer`.
 """
 
-
 from __future__ import annotations
 
 import asyncio

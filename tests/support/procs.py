@@ -34,7 +34,11 @@ def orchestrator_env(home: Path, database_url: str | None, **extra: str) -> dict
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "intelligent_orchestrator", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -45,8 +49,18 @@ class Worker:
         self.executor_id = executor_id
         self.log = (log_dir / f"{executor_id}.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "intelligent_orchestrator", "worker", "--executor-id", executor_id],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "intelligent_orchestrator",
+                "worker",
+                "--executor-id",
+                executor_id,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     def kill9(self) -> None:

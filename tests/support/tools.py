@@ -46,7 +46,9 @@ async def add(ctx: ToolContext, a: int, b: int = 0) -> dict[str, int]:
 
 
 @tool("sleep", category="test", timeout_seconds=600)
-async def sleep(ctx: ToolContext, seconds: float, value: int = 0, retry_seconds: float | None = None) -> dict[str, int]:
+async def sleep(
+    ctx: ToolContext, seconds: float, value: int = 0, retry_seconds: float | None = None
+) -> dict[str, int]:
     """Sleep, then return the value; a marker file shows it started. ``retry_seconds``: sleep
     this long instead on a later attempt (so a test can kill the first one at leisure)."""
     _count(ctx, "sleep")

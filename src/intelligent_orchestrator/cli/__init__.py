@@ -12,7 +12,9 @@ from ..errors import ConfigError, NotFoundError, OrchestratorError, WorkflowVali
 from . import admin, tasks
 from .output import stderr
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Durable, approved workflows of tool calls.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Durable, approved workflows of tool calls."
+)
 app.command("run")(tasks.run)
 app.command("status")(tasks.status)
 app.command("approve")(tasks.approve)

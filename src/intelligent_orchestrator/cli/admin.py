@@ -35,7 +35,14 @@ def tools(json_: JsonOpt = False) -> None:
             props = s.input_schema.get("properties", {})
             required = set(s.input_schema.get("required", []))
             inputs = ", ".join(f"{k}{'*' if k in required else ''}" for k in props)
-            table.add_row(s.tool_id, s.category, s.source, "yes" if s.side_effects else "", inputs, s.description)
+            table.add_row(
+                s.tool_id,
+                s.category,
+                s.source,
+                "yes" if s.side_effects else "",
+                inputs,
+                s.description,
+            )
         stdout.print(table)
 
     run_with(go)
@@ -77,7 +84,9 @@ async def _serve_forever(orch: Orchestrator, kind: str, executor_id: str | None)
 
 
 def worker(
-    executor_id: Annotated[str | None, typer.Option("--executor-id", help="Stable unique id of this worker.")] = None,
+    executor_id: Annotated[
+        str | None, typer.Option("--executor-id", help="Stable unique id of this worker.")
+    ] = None,
 ) -> None:
     """Run tasks from the shared queue until stopped."""
 
@@ -94,7 +103,9 @@ def worker(
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
-    work: Annotated[bool, typer.Option("--work/--no-work", help="Also run queued tasks in this process.")] = True,
+    work: Annotated[
+        bool, typer.Option("--work/--no-work", help="Also run queued tasks in this process.")
+    ] = True,
     executor_id: Annotated[str | None, typer.Option("--executor-id")] = None,
 ) -> None:
     """Serve the HTTP API (and run tasks unless --no-work)."""

@@ -52,7 +52,10 @@ def exit_code(status: TaskStatus) -> int:
 
 
 def steps_table(result: ExecutionResult) -> Table:
-    table = Table(title=f"task {result.task.task_id} — {styled(result.task.status.value)}", title_justify="left")
+    table = Table(
+        title=f"task {result.task.task_id} — {styled(result.task.status.value)}",
+        title_justify="left",
+    )
     table.add_column("step", no_wrap=True, min_width=8)
     table.add_column("tool", no_wrap=True, min_width=12)
     table.add_column("status", no_wrap=True, min_width=9)
@@ -84,8 +87,12 @@ def tasks_table(tasks: list[Task], total: int) -> Table:
     table.add_column("error", overflow="ellipsis", max_width=40)
     for t in tasks:
         table.add_row(
-            t.task_id, t.name, styled(t.status.value), t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{t.total_cost:.4f}", _short(t.error or "", 60),
+            t.task_id,
+            t.name,
+            styled(t.status.value),
+            t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{t.total_cost:.4f}",
+            _short(t.error or "", 60),
         )
     return table
 

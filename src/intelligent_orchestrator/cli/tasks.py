@@ -44,18 +44,27 @@ def _finish(result: ExecutionResult, *, json_: bool) -> None:
         elif result.task.error:
             stdout.print(f"[red]{result.task.error}[/]")
         for a in result.artifacts:
-            stdout.print(f"artifact [bold]{a.path}[/] ({a.media_type}, {a.size} bytes) from step {a.step_id}")
+            stdout.print(
+                f"artifact [bold]{a.path}[/] ({a.media_type}, {a.size} bytes) from step {a.step_id}"
+            )
     raise typer.Exit(exit_code(result.task.status))
 
 
 def run(
-    plan: Annotated[Path | None, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")] = None,
-    example: Annotated[
-        str | None, typer.Option("--example", help="Run a bundled example workflow (copies its sample data).")
+    plan: Annotated[
+        Path | None, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Run here and show live progress until done or parked.")] = False,
+    example: Annotated[
+        str | None,
+        typer.Option("--example", help="Run a bundled example workflow (copies its sample data)."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Run here and show live progress until done or parked.")
+    ] = False,
     json_: JsonOpt = False,
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve every gate of this task.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Approve every gate of this task.")
+    ] = False,
 ) -> None:
     """Run a workflow file as a durable task."""
 
@@ -127,7 +136,9 @@ async def _continue(orch: Orchestrator, task_id: str, json_: bool, *, here: bool
 def approve(
     task_id: str,
     comment: Annotated[str | None, typer.Option("--comment", "-m")] = None,
-    step: Annotated[str | None, typer.Option("--step", help="Approve only this step's gate.")] = None,
+    step: Annotated[
+        str | None, typer.Option("--step", help="Approve only this step's gate.")
+    ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who approves (stored).")] = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -33,7 +33,13 @@ class TaskStatus(StrEnum):
 
 
 _FINISHED_TASK = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.REJECTED,
+        TaskStatus.CANCELLED,
+        TaskStatus.EXPIRED,
+    }
 )
 
 
@@ -61,18 +67,23 @@ class ToolSpecification(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tool_id: str = Field(pattern=r"^[a-z][a-z0-9_]*(?::[A-Za-z0-9_\-.]+)?$", description="Public snake_case id.")
+    tool_id: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*(?::[A-Za-z0-9_\-.]+)?$", description="Public snake_case id."
+    )
     name: str
     description: str
     category: str = "general"
-    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
     output_schema: dict[str, Any] = Field(default_factory=dict)
     estimated_cost: float = Field(default=0.0, ge=0)
     success_rate: float = Field(default=1.0, ge=0, le=1)
     source: str = "builtin"
     side_effects: bool = False
     requires_approval: bool | None = Field(
-        default=None, description="None: approval is required exactly when the tool has side effects."
+        default=None,
+        description="None: approval is required exactly when the tool has side effects.",
     )
     timeout_seconds: float = Field(default=60.0, gt=0)
 

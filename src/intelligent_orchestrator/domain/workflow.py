@@ -13,11 +13,15 @@ from ..errors import WorkflowValidationError
 from .models import ExecutionPlan
 
 
-def parse_workflow(text: str, *, source: str = "<workflow>", fmt: str | None = None) -> ExecutionPlan:
+def parse_workflow(
+    text: str, *, source: str = "<workflow>", fmt: str | None = None
+) -> ExecutionPlan:
     """Parse a workflow document; every structural problem is reported at once."""
     data = _load(text, source=source, fmt=fmt)
     if not isinstance(data, dict):
-        raise WorkflowValidationError([f"{source}: the document must be a mapping with a 'steps' list"])
+        raise WorkflowValidationError(
+            [f"{source}: the document must be a mapping with a 'steps' list"]
+        )
     if "steps" in data and isinstance(data["steps"], list):
         for step in data["steps"]:  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]  # raw document
             if isinstance(step, dict) and "inputs" in step and step["inputs"] is None:
@@ -44,7 +48,9 @@ def _load(text: str, *, source: str, fmt: str | None) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise WorkflowValidationError([f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from exc
+            raise WorkflowValidationError(
+                [f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -59,7 +65,11 @@ def _describe(source: str, data: dict[str, Any], err: Any) -> str:
     where = ""
     if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
         steps = data.get("steps") or []
-        sid = steps[loc[1]].get("id") if loc[1] < len(steps) and isinstance(steps[loc[1]], dict) else None
+        sid = (
+            steps[loc[1]].get("id")
+            if loc[1] < len(steps) and isinstance(steps[loc[1]], dict)
+            else None
+        )
         where = f"step {sid!r}" if sid else f"steps[{loc[1]}]"
         rest = ".".join(str(p) for p in loc[2:])
         where = f"{where} field {rest!r}" if rest else where

@@ -79,25 +79,45 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
             auto_by="auto-approve" if task.auto_approve else None,
         )
         if approval.status.value == "pending":
-            await asyncio.to_thread(store.update_task, task_id, status=TaskStatus.AWAITING_APPROVAL, only_if=[TaskStatus.RUNNING])
+            await asyncio.to_thread(
+                store.update_task,
+                task_id,
+                status=TaskStatus.AWAITING_APPROVAL,
+                only_if=[TaskStatus.RUNNING],
+            )
             return TaskStatus.AWAITING_APPROVAL
         if approval.status.value != "approved":
             await asyncio.to_thread(
-                store.update_task, task_id, status=TaskStatus.REJECTED, only_if=[TaskStatus.RUNNING],
-                finished_at=_now(), error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
+                store.update_task,
+                task_id,
+                status=TaskStatus.REJECTED,
+                only_if=[TaskStatus.RUNNING],
+                finished_at=_now(),
+                error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
             )
             return TaskStatus.REJECTED
     dag = DagRun(
-        task_id=task_id, plan=plan, store=store, registry=rt.registry, settings=rt.settings, limits=rt.limits,
-        executor_id=rt.executor_id, auto_approve=task.auto_approve, http_transport=rt.http_transport,
+        task_id=task_id,
+        plan=plan,
+        store=store,
+        registry=rt.registry,
+        settings=rt.settings,
+        limits=rt.limits,
+        executor_id=rt.executor_id,
+        auto_approve=task.auto_approve,
+        http_transport=rt.http_transport,
     )
     try:
         status = await dag.run(previous)
     except Exception as exc:
         logger.exception("task crashed", extra={"task_id": task_id})
         await asyncio.to_thread(
-            store.update_task, task_id, status=TaskStatus.FAILED, only_if=[TaskStatus.RUNNING],
-            finished_at=_now(), error=f"internal error: {type(exc).__name__}: {exc}",
+            store.update_task,
+            task_id,
+            status=TaskStatus.FAILED,
+            only_if=[TaskStatus.RUNNING],
+            finished_at=_now(),
+            error=f"internal error: {type(exc).__name__}: {exc}",
         )
         return TaskStatus.FAILED
     fields: dict[str, Any] = {}
@@ -110,7 +130,9 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     elif status is TaskStatus.REJECTED:
         fields["error"] = "rejected"
     if status is not TaskStatus.CANCELLED:
-        await asyncio.to_thread(store.update_task, task_id, status=status, only_if=[TaskStatus.RUNNING], **fields)
+        await asyncio.to_thread(
+            store.update_task, task_id, status=status, only_if=[TaskStatus.RUNNING], **fields
+        )
     return status
 
 
@@ -162,12 +184,21 @@ class EngineHost:
     async def start(self) -> None:
         global _runtime
         await asyncio.to_thread(
-            self.store.register_executor, self.executor_id, kind=self.kind, host=socket.gethostname(),
-            pid=os.getpid(), lease=self.lease,
+            self.store.register_executor,
+            self.executor_id,
+            kind=self.kind,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lease=self.lease,
         )
         _runtime = Runtime(
-            settings=self.settings, store=self.store, registry=self.registry, executor_id=self.executor_id,
-            limits=StepLimits(global_steps=asyncio.Semaphore(self.settings.engine.global_concurrency)),
+            settings=self.settings,
+            store=self.store,
+            registry=self.registry,
+            executor_id=self.executor_id,
+            limits=StepLimits(
+                global_steps=asyncio.Semaphore(self.settings.engine.global_concurrency)
+            ),
             http_transport=self.http_transport,
         )
         config: DBOSConfig = {
@@ -194,7 +225,9 @@ class EngineHost:
         )
         await self.maintain()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="executor-lease")
-        self._cancel_task = asyncio.create_task(watch_cancellations(self.store, _runtime.limits), name="cancellations")
+        self._cancel_task = asyncio.create_task(
+            watch_cancellations(self.store, _runtime.limits), name="cancellations"
+        )
 
     async def stop(self) -> None:
         global _runtime
@@ -214,11 +247,17 @@ class EngineHost:
         expired = await asyncio.to_thread(self.store.expire_approvals)
         if expired:
             logger.info("approvals expired", extra={"tasks": expired})
-        dead = await asyncio.to_thread(self.store.claim_dead_executors, me=self.executor_id, lease=self.lease)
+        dead = await asyncio.to_thread(
+            self.store.claim_dead_executors, me=self.executor_id, lease=self.lease
+        )
         for ex in dead:
             handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
             if handles:
-                logger.warning("recovering %d task run(s) of executor %s, which stopped or died", len(handles), ex)
+                logger.warning(
+                    "recovering %d task run(s) of executor %s, which stopped or died",
+                    len(handles),
+                    ex,
+                )
         return dead
 
     async def _lease_loop(self) -> None:
@@ -247,7 +286,11 @@ class QueueClient:
     def __init__(self, settings: Settings) -> None:
         from dbos import DBOSClient
 
-        self._engine = None if settings.is_postgres else dbos_sqlite_engine(settings.system_database_url, pool_size=2)
+        self._engine = (
+            None
+            if settings.is_postgres
+            else dbos_sqlite_engine(settings.system_database_url, pool_size=2)
+        )
         self._client = DBOSClient(
             system_database_url=settings.system_database_url,
             system_database_engine=self._engine,

@@ -123,7 +123,11 @@ class DagRun:
                         try:
                             args = resolve(step.inputs, self.outputs)
                         except ReferenceError_ as exc:
-                            outcome = Outcome(step_id=sid, status=StepStatus.FAILED, error=f"input reference failed: {exc}")
+                            outcome = Outcome(
+                                step_id=sid,
+                                status=StepStatus.FAILED,
+                                error=f"input reference failed: {exc}",
+                            )
                             self._apply([outcome])
                             updates.append(self._update(outcome))
                             continue
@@ -132,9 +136,15 @@ class DagRun:
                         if not self._needs_approval(step, args):
                             self.attempts[sid] = self.attempts.get(sid, 0) + 1
                             updates.append(
-                                StepUpdate(step_id=sid, tool=step.tool, status=StepStatus.RUNNING,
-                                           attempt=self.attempts[sid], inputs=args, started_at=utcnow(),
-                                           executor_id=self.executor_id)
+                                StepUpdate(
+                                    step_id=sid,
+                                    tool=step.tool,
+                                    status=StepStatus.RUNNING,
+                                    attempt=self.attempts[sid],
+                                    inputs=args,
+                                    started_at=utcnow(),
+                                    executor_id=self.executor_id,
+                                )
                             )
                     updates += self._propagate_skips(order, deps)
                 await self._write(updates, artifacts, cost)
@@ -143,7 +153,9 @@ class DagRun:
                     self._running[t] = step.id
                 if not self._running:
                     break
-                finished, _ = await asyncio.wait(self._running.keys(), return_when=asyncio.FIRST_COMPLETED)
+                finished, _ = await asyncio.wait(
+                    self._running.keys(), return_when=asyncio.FIRST_COMPLETED
+                )
                 for t in finished:
                     self._running.pop(t)
                     done.append(t.result())  # _run_step turns every failure into an Outcome
@@ -161,7 +173,8 @@ class DagRun:
             self._pending = [sid for sid in order if self.state[sid] is StepStatus.PENDING]
         self._pending = [sid for sid in self._pending if self.state[sid] is StepStatus.PENDING]
         return [
-            sid for sid in self._pending
+            sid
+            for sid in self._pending
             if all(self.state[d] is StepStatus.SUCCEEDED for d in deps[sid])
         ]
 
@@ -172,7 +185,9 @@ class DagRun:
             t.cancel()
 
     # Bookkeeping -------------------------------------------------------------------------
-    def _apply(self, outcomes: list[Outcome]) -> tuple[list[StepUpdate], list[ArtifactRecord], float]:
+    def _apply(
+        self, outcomes: list[Outcome]
+    ) -> tuple[list[StepUpdate], list[ArtifactRecord], float]:
         updates: list[StepUpdate] = []
         artifacts: list[ArtifactRecord] = []
         cost = 0.0
@@ -186,7 +201,13 @@ class DagRun:
                 self.attempts[o.step_id] = o.attempt
             updates.append(self._update(o))
             artifacts += [
-                ArtifactRecord(step_id=o.step_id, path=a.path, media_type=a.media_type, size=a.size, sha256=a.sha256)
+                ArtifactRecord(
+                    step_id=o.step_id,
+                    path=a.path,
+                    media_type=a.media_type,
+                    size=a.size,
+                    sha256=a.sha256,
+                )
                 for a in o.artifacts
             ]
             cost += o.cost
@@ -194,19 +215,35 @@ class DagRun:
 
     def _update(self, o: Outcome) -> StepUpdate:
         return StepUpdate(
-            step_id=o.step_id, tool=self._tools[o.step_id], status=o.status,
-            attempt=o.attempt or self.attempts.get(o.step_id, 0), inputs=o.inputs, output=o.output, error=o.error,
-            started_at=o.started, finished_at=None if o.status is StepStatus.AWAITING_APPROVAL else utcnow(),
-            duration_ms=o.duration_ms, cost=o.cost,
+            step_id=o.step_id,
+            tool=self._tools[o.step_id],
+            status=o.status,
+            attempt=o.attempt or self.attempts.get(o.step_id, 0),
+            inputs=o.inputs,
+            output=o.output,
+            error=o.error,
+            started_at=o.started,
+            finished_at=None if o.status is StepStatus.AWAITING_APPROVAL else utcnow(),
+            duration_ms=o.duration_ms,
+            cost=o.cost,
         )
 
     async def _write(
-        self, updates: list[StepUpdate], artifacts: list[ArtifactRecord] | None = None, cost: float = 0.0
+        self,
+        updates: list[StepUpdate],
+        artifacts: list[ArtifactRecord] | None = None,
+        cost: float = 0.0,
     ) -> None:
         if not updates and not artifacts:
             return
         async with self._write_lock:  # keeps this task's transitions in order
-            await asyncio.to_thread(self.store.write_steps, self.task_id, updates, artifacts=artifacts or (), add_cost=cost)
+            await asyncio.to_thread(
+                self.store.write_steps,
+                self.task_id,
+                updates,
+                artifacts=artifacts or (),
+                add_cost=cost,
+            )
 
     def _propagate_skips(self, order: list[str], deps: dict[str, set[str]]) -> list[StepUpdate]:
         updates: list[StepUpdate] = []
@@ -220,8 +257,11 @@ class DagRun:
                     continue
                 bad = sorted(d for d in deps[sid] if self.state[d] in _TERMINAL_BAD)
                 if bad:
-                    outcome = Outcome(step_id=sid, status=StepStatus.SKIPPED,
-                                      error=f"not run: dependency {bad[0]!r} {self.state[bad[0]].value}")
+                    outcome = Outcome(
+                        step_id=sid,
+                        status=StepStatus.SKIPPED,
+                        error=f"not run: dependency {bad[0]!r} {self.state[bad[0]].value}",
+                    )
                     self._apply([outcome])
                     updates.append(self._update(outcome))
                     changed = True
@@ -258,20 +298,39 @@ class DagRun:
                 if parked is not None:
                     return parked
                 self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
-                await self._write([
-                    StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.RUNNING, attempt=self.attempts[step.id],
-                               inputs=args, started_at=utcnow(), executor_id=self.executor_id)
-                ])
+                await self._write(
+                    [
+                        StepUpdate(
+                            step_id=step.id,
+                            tool=step.tool,
+                            status=StepStatus.RUNNING,
+                            attempt=self.attempts[step.id],
+                            inputs=args,
+                            started_at=utcnow(),
+                            executor_id=self.executor_id,
+                        )
+                    ]
+                )
             async with self.limits.global_steps:
                 return await self._call(step, args)
         except asyncio.CancelledError:
             if not self.cancelled:
                 raise
-            return Outcome(step_id=step.id, status=StepStatus.CANCELLED, error="cancelled",
-                           attempt=self.attempts.get(step.id, 0))
+            return Outcome(
+                step_id=step.id,
+                status=StepStatus.CANCELLED,
+                error="cancelled",
+                attempt=self.attempts.get(step.id, 0),
+            )
         except Exception as exc:  # our own bug must not take the task down silently
-            logger.exception("step crashed in the engine", extra={"task_id": self.task_id, "step_id": step.id})
-            return Outcome(step_id=step.id, status=StepStatus.FAILED, error=f"engine error: {type(exc).__name__}: {exc}")
+            logger.exception(
+                "step crashed in the engine", extra={"task_id": self.task_id, "step_id": step.id}
+            )
+            return Outcome(
+                step_id=step.id,
+                status=StepStatus.FAILED,
+                error=f"engine error: {type(exc).__name__}: {exc}",
+            )
 
     async def _gate(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome | None:
         """Outcome when the step must not run now; None once approved."""
@@ -288,9 +347,15 @@ class DagRun:
             case ApprovalStatus.PENDING:
                 return Outcome(step_id=step.id, status=StepStatus.AWAITING_APPROVAL, inputs=args)
             case ApprovalStatus.REJECTED | ApprovalStatus.CANCELLED:
-                return Outcome(step_id=step.id, status=StepStatus.REJECTED, error=f"rejected: {approval.comment or 'no comment'}")
+                return Outcome(
+                    step_id=step.id,
+                    status=StepStatus.REJECTED,
+                    error=f"rejected: {approval.comment or 'no comment'}",
+                )
             case ApprovalStatus.EXPIRED:
-                return Outcome(step_id=step.id, status=StepStatus.REJECTED, error="approval expired")
+                return Outcome(
+                    step_id=step.id, status=StepStatus.REJECTED, error="approval expired"
+                )
 
     async def _call(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome:
         tool = self.registry.get(step.tool)
@@ -300,10 +365,19 @@ class DagRun:
             if n:
                 attempt += 1
                 self.attempts[step.id] = attempt
-                await self._write([
-                    StepUpdate(step_id=step.id, tool=step.tool, status=StepStatus.RUNNING, attempt=attempt,
-                               inputs=args, started_at=utcnow(), executor_id=self.executor_id)
-                ])
+                await self._write(
+                    [
+                        StepUpdate(
+                            step_id=step.id,
+                            tool=step.tool,
+                            status=StepStatus.RUNNING,
+                            attempt=attempt,
+                            inputs=args,
+                            started_at=utcnow(),
+                            executor_id=self.executor_id,
+                        )
+                    ]
+                )
             started = utcnow()
             t0 = time.perf_counter()
             ctx = ToolContext(
@@ -322,24 +396,45 @@ class DagRun:
                 async with asyncio.timeout(timeout):
                     output = await self._invoke(tool, args, ctx)
             except TimeoutError:
-                err: ToolError = ToolTimeoutError(f"timed out after {timeout:g} s", tool_id=tool.tool_id)
+                err: ToolError = ToolTimeoutError(
+                    f"timed out after {timeout:g} s", tool_id=tool.tool_id
+                )
             except ToolError as exc:
                 err = exc
             except Exception as exc:  # a tool's own bug: fail the step, keep the process
-                logger.exception("tool crashed", extra={"task_id": self.task_id, "step_id": step.id, "tool": tool.tool_id})
+                logger.exception(
+                    "tool crashed",
+                    extra={"task_id": self.task_id, "step_id": step.id, "tool": tool.tool_id},
+                )
                 err = ToolError(f"{type(exc).__name__}: {exc}", tool_id=tool.tool_id)
             else:
                 return Outcome(
-                    step_id=step.id, status=StepStatus.SUCCEEDED, output=output, attempt=attempt, started=started,
-                    duration_ms=(time.perf_counter() - t0) * 1000, cost=tool.spec.estimated_cost, artifacts=ctx.artifacts,
+                    step_id=step.id,
+                    status=StepStatus.SUCCEEDED,
+                    output=output,
+                    attempt=attempt,
+                    started=started,
+                    duration_ms=(time.perf_counter() - t0) * 1000,
+                    cost=tool.spec.estimated_cost,
+                    artifacts=ctx.artifacts,
                 )
             if err.transient and n < step.retries:
-                delay = self.settings.engine.retry_backoff_seconds * self.settings.engine.retry_backoff_rate**n
-                logger.info("retrying step", extra={"task_id": self.task_id, "step_id": step.id, "attempt": attempt})
+                delay = (
+                    self.settings.engine.retry_backoff_seconds
+                    * self.settings.engine.retry_backoff_rate**n
+                )
+                logger.info(
+                    "retrying step",
+                    extra={"task_id": self.task_id, "step_id": step.id, "attempt": attempt},
+                )
                 await self.sleep(delay)
                 continue
             return Outcome(
-                step_id=step.id, status=StepStatus.FAILED, error=str(err), attempt=attempt, started=started,
+                step_id=step.id,
+                status=StepStatus.FAILED,
+                error=str(err),
+                attempt=attempt,
+                started=started,
                 duration_ms=(time.perf_counter() - t0) * 1000,
             )
         raise AssertionError("unreachable: the loop always returns")
@@ -353,7 +448,13 @@ class DagRun:
         done = await asyncio.to_thread(self.store.effect, key)
         if done is not None and done.status == "done":
             return done.receipt
-        await asyncio.to_thread(self.store.effect_started, key, task_id=ctx.task_id, step_id=ctx.step_id, tool=tool.tool_id)
+        await asyncio.to_thread(
+            self.store.effect_started,
+            key,
+            task_id=ctx.task_id,
+            step_id=ctx.step_id,
+            tool=tool.tool_id,
+        )
         receipt = await tool.invoke(args, ctx)
         await asyncio.to_thread(self.store.effect_done, key, receipt)
         return receipt

@@ -17,7 +17,10 @@ def example_names() -> list[str]:
 def example_path(name: str) -> Path:
     path = EXAMPLES_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"no example named {name!r} (examples: {', '.join(example_names())})", setting="--example")
+        raise ConfigError(
+            f"no example named {name!r} (examples: {', '.join(example_names())})",
+            setting="--example",
+        )
     return path
 
 

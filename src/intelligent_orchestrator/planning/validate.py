@@ -75,7 +75,9 @@ def execution_order(plan: ExecutionPlan) -> list[str]:
                 remaining.remove(sid)
                 progressed = True
         if not progressed:
-            raise WorkflowValidationError(["dependency cycle among " + ", ".join(repr(s) for s in remaining)])
+            raise WorkflowValidationError(
+                ["dependency cycle among " + ", ".join(repr(s) for s in remaining)]
+            )
     return order
 
 
@@ -96,16 +98,22 @@ def _check_inputs(step: WorkflowStep, schema: dict[str, Any]) -> list[str]:
         if path and path[0] in ref_keys:
             continue
         if err.validator == "required":
-            problems.append(f"step {step.id!r} (tool {step.tool!r}): missing required input: {err.message}")
+            problems.append(
+                f"step {step.id!r} (tool {step.tool!r}): missing required input: {err.message}"
+            )
         elif err.validator == "additionalProperties":
             problems.append(f"step {step.id!r} (tool {step.tool!r}): unknown input: {err.message}")
         else:
             where = ".".join(path) or "(inputs)"
-            problems.append(f"step {step.id!r} (tool {step.tool!r}): input {where!r}: {err.message}")
+            problems.append(
+                f"step {step.id!r} (tool {step.tool!r}): input {where!r}: {err.message}"
+            )
     return problems
 
 
-def _check_ref_path(step: WorkflowStep, ref: Reference, plan: ExecutionPlan, registry: ToolRegistry) -> list[str]:
+def _check_ref_path(
+    step: WorkflowStep, ref: Reference, plan: ExecutionPlan, registry: ToolRegistry
+) -> list[str]:
     if not ref.path or not isinstance(ref.path[0], str):
         return []
     target = plan.step(ref.step)
@@ -118,7 +126,9 @@ def _check_ref_path(step: WorkflowStep, ref: Reference, plan: ExecutionPlan, reg
         return []
     if ref.path[0] not in props:
         fields = ", ".join(sorted(props)) or "none"  # pyright: ignore[reportUnknownArgumentType]  # JSON schema
-        return [f"step {step.id!r}: {ref} — tool {target.tool!r} output has no field {ref.path[0]!r} (fields: {fields})"]
+        return [
+            f"step {step.id!r}: {ref} — tool {target.tool!r} output has no field {ref.path[0]!r} (fields: {fields})"
+        ]
     return []
 
 
@@ -142,7 +152,7 @@ def _find_cycle(plan: ExecutionPlan) -> list[str] | None:
         stack.append(n)
         for d in deps[n]:
             if color.get(d) == 1:
-                return [*stack[stack.index(d):], d]
+                return [*stack[stack.index(d) :], d]
             if color.get(d) is None:
                 found = visit(d)
                 if found:

@@ -33,7 +33,9 @@ def dbos_sqlite_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
     (pysqlite IMMEDIATE transactions, busy timeout, foreign keys) plus WAL and NORMAL sync."""
     path = url.split("///", 1)[1]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False}, pool_size=pool_size, max_overflow=20)
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False}, pool_size=pool_size, max_overflow=20
+    )
 
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = "IMMEDIATE"

@@ -6,11 +6,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.models import (
@@ -38,6 +40,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def _aware(dt: datetime) -> datetime: ...
+@overload
+def _aware(dt: None) -> None: ...
 def _aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
@@ -141,13 +147,24 @@ class Store:
         None when the task is finished (or cancelled) and must not run.
         """
         now = utcnow()
-        runnable = [TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.AWAITING_APPROVAL.value]
+        runnable = [
+            TaskStatus.QUEUED.value,
+            TaskStatus.RUNNING.value,
+            TaskStatus.AWAITING_APPROVAL.value,
+        ]
         with self.session() as s, s.begin():
-            changed = s.execute(
-                sa.update(TaskRow)
-                .where(TaskRow.task_id == task_id, TaskRow.status.in_(runnable))
-                .values(status=TaskStatus.RUNNING.value, executor_id=executor_id, updated_at=now,
-                        started_at=sa.func.coalesce(TaskRow.started_at, now))
+            changed = cast(
+                CursorResult[Any],
+                s.execute(
+                    sa.update(TaskRow)
+                    .where(TaskRow.task_id == task_id, TaskRow.status.in_(runnable))
+                    .values(
+                        status=TaskStatus.RUNNING.value,
+                        executor_id=executor_id,
+                        updated_at=now,
+                        started_at=sa.func.coalesce(TaskRow.started_at, now),
+                    )
+                ),
             ).rowcount
             if not changed:
                 if s.get(TaskRow, task_id) is None:
@@ -155,7 +172,9 @@ class Store:
                 return None
             row = s.get(TaskRow, task_id)
             assert row is not None
-            runs = s.scalars(sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)).all()
+            runs = s.scalars(
+                sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)
+            ).all()
             return _task(row), [_step(r) for r in runs]
 
     def cancelled_among(self, task_ids: Sequence[str]) -> list[str]:
@@ -165,7 +184,8 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(TaskRow.task_id).where(
-                    TaskRow.task_id.in_(list(task_ids)), TaskRow.status == TaskStatus.CANCELLED.value
+                    TaskRow.task_id.in_(list(task_ids)),
+                    TaskRow.status == TaskStatus.CANCELLED.value,
                 )
             )
             return [r[0] for r in rows]
@@ -177,14 +197,18 @@ class Store:
                 raise NotFoundError("task", task_id)
             return row.run_generation
 
-    def list_tasks(self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0) -> tuple[list[Task], int]:
+    def list_tasks(
+        self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0
+    ) -> tuple[list[Task], int]:
         with self.session() as s:
             q = sa.select(TaskRow)
             count_q = sa.select(sa.func.count()).select_from(TaskRow)
             if status is not None:
                 q = q.where(TaskRow.status == status.value)
                 count_q = count_q.where(TaskRow.status == status.value)
-            rows = s.scalars(q.order_by(TaskRow.created_at.desc(), TaskRow.task_id).offset(offset).limit(limit)).all()
+            rows = s.scalars(
+                q.order_by(TaskRow.created_at.desc(), TaskRow.task_id).offset(offset).limit(limit)
+            ).all()
             total = s.scalar(count_q) or 0
             return [_task(r) for r in rows], total
 
@@ -219,7 +243,9 @@ class Store:
     # Step runs ---------------------------------------------------------------------------
     def step_runs(self, task_id: str) -> list[StepRun]:
         with self.session() as s:
-            rows = s.scalars(sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)).all()
+            rows = s.scalars(
+                sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)
+            ).all()
             return [_step(r) for r in rows]
 
     def write_steps(
@@ -245,18 +271,27 @@ class Store:
                 conn.execute(
                     sa.insert(ArtifactRow),
                     [
-                        {"task_id": task_id, "step_id": a.step_id, "path": a.path, "media_type": a.media_type,
-                         "size": a.size, "sha256": a.sha256, "created_at": now}
+                        {
+                            "task_id": task_id,
+                            "step_id": a.step_id,
+                            "path": a.path,
+                            "media_type": a.media_type,
+                            "size": a.size,
+                            "sha256": a.sha256,
+                            "created_at": now,
+                        }
                         for a in artifacts
                     ],
                 )
             if add_cost:
                 conn.execute(
-                    sa.update(TaskRow).where(TaskRow.task_id == task_id).values(total_cost=TaskRow.total_cost + add_cost)
+                    sa.update(TaskRow)
+                    .where(TaskRow.task_id == task_id)
+                    .values(total_cost=TaskRow.total_cost + add_cost)
                 )
 
     def _step_upsert(self) -> Any:
-        table = StepRunRow.__table__
+        table = cast(sa.Table, StepRunRow.__table__)
         insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
         ex = insert.excluded
         keep = {"inputs", "started_at", "executor_id"}
@@ -264,16 +299,37 @@ class Store:
             index_elements=["task_id", "step_id"],
             set_={
                 c: (sa.func.coalesce(ex[c], table.c[c]) if c in keep else ex[c])
-                for c in ("tool", "status", "attempt", "inputs", "output", "error", "started_at", "finished_at",
-                          "duration_ms", "cost", "executor_id")
+                for c in (
+                    "tool",
+                    "status",
+                    "attempt",
+                    "inputs",
+                    "output",
+                    "error",
+                    "started_at",
+                    "finished_at",
+                    "duration_ms",
+                    "cost",
+                    "executor_id",
+                )
             },
         )
 
     def artifacts(self, task_id: str) -> list[ArtifactRecord]:
         with self.session() as s:
-            rows = s.scalars(sa.select(ArtifactRow).where(ArtifactRow.task_id == task_id).order_by(ArtifactRow.id)).all()
+            rows = s.scalars(
+                sa.select(ArtifactRow)
+                .where(ArtifactRow.task_id == task_id)
+                .order_by(ArtifactRow.id)
+            ).all()
             return [
-                ArtifactRecord(step_id=r.step_id, path=r.path, media_type=r.media_type, size=r.size, sha256=r.sha256)
+                ArtifactRecord(
+                    step_id=r.step_id,
+                    path=r.path,
+                    media_type=r.media_type,
+                    size=r.size,
+                    sha256=r.sha256,
+                )
                 for r in rows
             ]
 
@@ -314,7 +370,9 @@ class Store:
     def approvals(self, task_id: str) -> list[Approval]:
         with self.session() as s:
             rows = s.scalars(
-                sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id).order_by(ApprovalRow.requested_at)
+                sa.select(ApprovalRow)
+                .where(ApprovalRow.task_id == task_id)
+                .order_by(ApprovalRow.requested_at)
             ).all()
             return [_approval(r) for r in rows]
 
@@ -328,17 +386,29 @@ class Store:
         step_id: str | None = None,
     ) -> list[Approval]:
         """Decide every pending approval of the task (or only ``step_id``'s)."""
-        return self._decide(task_id, approved=approved, comment=comment, decided_by=decided_by, step_id=step_id)[0]
+        return self._decide(
+            task_id, approved=approved, comment=comment, decided_by=decided_by, step_id=step_id
+        )[0]
 
     def approve_and_requeue(
-        self, task_id: str, *, comment: str | None, decided_by: str | None, step_id: str | None = None
+        self,
+        task_id: str,
+        *,
+        comment: str | None,
+        decided_by: str | None,
+        step_id: str | None = None,
     ) -> int | None:
         """Approve, and once no gate is left pending queue the task again — in one transaction.
 
         Returns the new run generation, or None while other gates still wait.
         """
         return self._decide(
-            task_id, approved=True, comment=comment, decided_by=decided_by, step_id=step_id, requeue=True
+            task_id,
+            approved=True,
+            comment=comment,
+            decided_by=decided_by,
+            step_id=step_id,
+            requeue=True,
         )[1]
 
     def _decide(
@@ -359,20 +429,33 @@ class Store:
             if task is None:
                 raise NotFoundError("task", task_id)
             if requeue and task.status != TaskStatus.AWAITING_APPROVAL.value:
-                raise ConflictError(f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id)
-            q = sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+                raise ConflictError(
+                    f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id
+                )
+            q = sa.select(ApprovalRow).where(
+                ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value
+            )
             if step_id is not None:
                 q = q.where(ApprovalRow.step_id == step_id)
             rows = list(s.scalars(q.with_for_update()))
             if not rows:
                 expired = s.scalars(
-                    sa.select(ApprovalRow).where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.EXPIRED.value)
+                    sa.select(ApprovalRow).where(
+                        ApprovalRow.task_id == task_id,
+                        ApprovalRow.status == ApprovalStatus.EXPIRED.value,
+                    )
                 ).first()
                 if expired is not None:
-                    raise ConflictError(f"the approval of task {task_id!r} expired at {_aware(expired.expires_at)}", task_id=task_id)
-                raise ConflictError(f"task {task_id!r} has no pending approval (status {task.status})", task_id=task_id)
+                    raise ConflictError(
+                        f"the approval of task {task_id!r} expired at {_aware(expired.expires_at)}",
+                        task_id=task_id,
+                    )
+                raise ConflictError(
+                    f"task {task_id!r} has no pending approval (status {task.status})",
+                    task_id=task_id,
+                )
             for r in rows:
-                if r.expires_at is not None and _aware(r.expires_at) <= now:  # type: ignore[operator]  # not None here
+                if r.expires_at is not None and _aware(r.expires_at) <= now:
                     r.status = ApprovalStatus.EXPIRED.value
                     continue
                 r.status = (ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED).value
@@ -381,20 +464,30 @@ class Store:
                 r.comment = comment
             decided = [r for r in rows if r.status != ApprovalStatus.EXPIRED.value]
             if not decided:
-                raise ConflictError(f"the approval of task {task_id!r} has expired", task_id=task_id)
+                raise ConflictError(
+                    f"the approval of task {task_id!r} has expired", task_id=task_id
+                )
             if comment:
                 s.add(
                     FeedbackRow(
-                        task_id=task_id, approval_id=decided[0].approval_id,
-                        kind="approval" if approved else "rejection", text=comment, author=decided_by, created_at=now,
+                        task_id=task_id,
+                        approval_id=decided[0].approval_id,
+                        kind="approval" if approved else "rejection",
+                        text=comment,
+                        author=decided_by,
+                        created_at=now,
                     )
                 )
             generation: int | None = None
             if requeue and approved:
                 s.flush()
                 left = s.scalar(
-                    sa.select(sa.func.count()).select_from(ApprovalRow)
-                    .where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+                    sa.select(sa.func.count())
+                    .select_from(ApprovalRow)
+                    .where(
+                        ApprovalRow.task_id == task_id,
+                        ApprovalRow.status == ApprovalStatus.PENDING.value,
+                    )
                 )
                 if not left:
                     task.run_generation += 1
@@ -407,15 +500,22 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(ApprovalRow)
-                .where(ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value)
+                .where(
+                    ApprovalRow.task_id == task_id,
+                    ApprovalRow.status == ApprovalStatus.PENDING.value,
+                )
                 .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
             )
 
-    def expire_approvals(self, *, now: datetime | None = None, task_id: str | None = None) -> list[str]:
+    def expire_approvals(
+        self, *, now: datetime | None = None, task_id: str | None = None
+    ) -> list[str]:
         """Expire pending approvals past their deadline (of one task, or all); returns the task ids."""
         now = now or utcnow()
         with self.session() as s, s.begin():
-            q = sa.select(ApprovalRow).where(ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now)
+            q = sa.select(ApprovalRow).where(
+                ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now
+            )
             if task_id is not None:
                 q = q.where(ApprovalRow.task_id == task_id)
             rows = list(s.scalars(q.with_for_update(skip_locked=True)))
@@ -426,65 +526,118 @@ class Store:
             if task_ids:
                 s.execute(
                     sa.update(TaskRow)
-                    .where(TaskRow.task_id.in_(task_ids), TaskRow.status == TaskStatus.AWAITING_APPROVAL.value)
-                    .values(status=TaskStatus.EXPIRED.value, finished_at=now, updated_at=now, error="approval expired")
+                    .where(
+                        TaskRow.task_id.in_(task_ids),
+                        TaskRow.status == TaskStatus.AWAITING_APPROVAL.value,
+                    )
+                    .values(
+                        status=TaskStatus.EXPIRED.value,
+                        finished_at=now,
+                        updated_at=now,
+                        error="approval expired",
+                    )
                 )
             return task_ids
 
     def feedback(self, task_id: str) -> list[dict[str, Any]]:
         with self.session() as s:
-            rows = s.scalars(sa.select(FeedbackRow).where(FeedbackRow.task_id == task_id).order_by(FeedbackRow.id)).all()
+            rows = s.scalars(
+                sa.select(FeedbackRow)
+                .where(FeedbackRow.task_id == task_id)
+                .order_by(FeedbackRow.id)
+            ).all()
             return [
-                {"kind": r.kind, "text": r.text, "author": r.author, "created_at": _aware(r.created_at)} for r in rows
+                {
+                    "kind": r.kind,
+                    "text": r.text,
+                    "author": r.author,
+                    "created_at": _aware(r.created_at),
+                }
+                for r in rows
             ]
 
     # Side-effect ledger ------------------------------------------------------------------
     def effect(self, key: str) -> EffectRecord | None:
         with self.session() as s:
             row = s.get(SideEffectRow, key)
-            return None if row is None else EffectRecord(key=key, status=row.status, receipt=row.receipt)
+            return (
+                None
+                if row is None
+                else EffectRecord(key=key, status=row.status, receipt=row.receipt)
+            )
 
     def effect_started(self, key: str, *, task_id: str, step_id: str, tool: str) -> None:
         now = utcnow()
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(SideEffectRow).values(
-            idempotency_key=key, task_id=task_id, step_id=step_id, tool=tool, status="started",
-            created_at=now, updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        stmt = (
+            insert(SideEffectRow)
+            .values(
+                idempotency_key=key,
+                task_id=task_id,
+                step_id=step_id,
+                tool=tool,
+                status="started",
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
     def effect_done(self, key: str, receipt: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(SideEffectRow).where(SideEffectRow.idempotency_key == key)
+                sa.update(SideEffectRow)
+                .where(SideEffectRow.idempotency_key == key)
                 .values(status="done", receipt=receipt, updated_at=utcnow())
             )
 
     def effects(self, task_id: str) -> list[EffectRecord]:
         with self.session() as s:
             rows = s.scalars(sa.select(SideEffectRow).where(SideEffectRow.task_id == task_id)).all()
-            return [EffectRecord(key=r.idempotency_key, status=r.status, receipt=r.receipt) for r in rows]
+            return [
+                EffectRecord(key=r.idempotency_key, status=r.status, receipt=r.receipt)
+                for r in rows
+            ]
 
     # Executors ---------------------------------------------------------------------------
-    def register_executor(self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta) -> None:
+    def register_executor(
+        self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta
+    ) -> None:
         try:
             self._register_executor(executor_id, kind=kind, host=host, pid=pid, lease=lease)
-        except sa.exc.IntegrityError:
+        except IntegrityError:
             # Another process inserted the same new id at the same moment: the check now sees it.
             self._register_executor(executor_id, kind=kind, host=host, pid=pid, lease=lease)
 
-    def _register_executor(self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta) -> None:
+    def _register_executor(
+        self, executor_id: str, *, kind: str, host: str, pid: int, lease: timedelta
+    ) -> None:
         now = utcnow()
         with self.session() as s, s.begin():
             row = s.get(ExecutorRow, executor_id, with_for_update=True)
-            if row is not None and row.status == "alive" and row.pid != pid and _aware(row.heartbeat_at) > now - lease:  # type: ignore[operator]  # not None
+            if (
+                row is not None
+                and row.status == "alive"
+                and row.pid != pid
+                and _aware(row.heartbeat_at) > now - lease
+            ):
                 raise ConflictError(
                     f"executor id {executor_id!r} is in use by pid {row.pid} on {row.host!r} (heartbeat {_aware(row.heartbeat_at)})"
                 )
             if row is None:
-                s.add(ExecutorRow(executor_id=executor_id, kind=kind, host=host, pid=pid, status="alive",
-                                  started_at=now, heartbeat_at=now))
+                s.add(
+                    ExecutorRow(
+                        executor_id=executor_id,
+                        kind=kind,
+                        host=host,
+                        pid=pid,
+                        status="alive",
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
             else:
                 row.kind, row.host, row.pid, row.status = kind, host, pid, "alive"
                 row.started_at = row.heartbeat_at = now
@@ -493,14 +646,17 @@ class Store:
     def heartbeat(self, executor_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(ExecutorRow).where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "alive")
+                sa.update(ExecutorRow)
+                .where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "alive")
                 .values(heartbeat_at=utcnow())
             )
 
     def stop_executor(self, executor_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(ExecutorRow).where(ExecutorRow.executor_id == executor_id).values(status="stopped", heartbeat_at=utcnow())
+                sa.update(ExecutorRow)
+                .where(ExecutorRow.executor_id == executor_id)
+                .values(status="stopped", heartbeat_at=utcnow())
             )
 
     def claim_dead_executors(self, *, me: str, lease: timedelta) -> list[str]:
@@ -509,15 +665,21 @@ class Store:
         cutoff = now - lease
         claimed: list[str] = []
         with self.engine.begin() as conn:
-            candidates = conn.execute(
-                sa.select(ExecutorRow.executor_id).where(
-                    ExecutorRow.executor_id != me,
-                    sa.or_(
-                        sa.and_(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff),
-                        ExecutorRow.status == "stopped",
-                    ),
+            candidates = (
+                conn.execute(
+                    sa.select(ExecutorRow.executor_id).where(
+                        ExecutorRow.executor_id != me,
+                        sa.or_(
+                            sa.and_(
+                                ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff
+                            ),
+                            ExecutorRow.status == "stopped",
+                        ),
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         for ex in candidates:
             with self.engine.begin() as conn:
                 done = conn.execute(
@@ -525,7 +687,9 @@ class Store:
                     .where(
                         ExecutorRow.executor_id == ex,
                         sa.or_(
-                            sa.and_(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff),
+                            sa.and_(
+                                ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff
+                            ),
                             ExecutorRow.status == "stopped",
                         ),
                     )
@@ -535,24 +699,45 @@ class Store:
                 claimed.append(ex)
         return claimed
 
-    def live_executors(self, *, lease: timedelta, kinds: Iterable[str] | None = None) -> list[ExecutorInfo]:
+    def live_executors(
+        self, *, lease: timedelta, kinds: Iterable[str] | None = None
+    ) -> list[ExecutorInfo]:
         cutoff = utcnow() - lease
         with self.session() as s:
-            q = sa.select(ExecutorRow).where(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at >= cutoff)
+            q = sa.select(ExecutorRow).where(
+                ExecutorRow.status == "alive", ExecutorRow.heartbeat_at >= cutoff
+            )
             if kinds is not None:
                 q = q.where(ExecutorRow.kind.in_(list(kinds)))
             return [
-                ExecutorInfo(executor_id=r.executor_id, kind=r.kind, host=r.host, pid=r.pid, status=r.status,
-                             started_at=_aware(r.started_at), heartbeat_at=_aware(r.heartbeat_at))  # type: ignore[arg-type]  # not None
+                ExecutorInfo(
+                    executor_id=r.executor_id,
+                    kind=r.kind,
+                    host=r.host,
+                    pid=r.pid,
+                    status=r.status,
+                    started_at=_aware(r.started_at),
+                    heartbeat_at=_aware(r.heartbeat_at),
+                )
                 for r in s.scalars(q)
             ]
 
 
 def _step_values(task_id: str, u: StepUpdate) -> dict[str, Any]:
     return {
-        "task_id": task_id, "step_id": u.step_id, "tool": u.tool, "status": u.status.value, "attempt": u.attempt,
-        "inputs": u.inputs, "output": u.output, "error": u.error, "started_at": u.started_at,
-        "finished_at": u.finished_at, "duration_ms": u.duration_ms, "cost": u.cost, "executor_id": u.executor_id,
+        "task_id": task_id,
+        "step_id": u.step_id,
+        "tool": u.tool,
+        "status": u.status.value,
+        "attempt": u.attempt,
+        "inputs": u.inputs,
+        "output": u.output,
+        "error": u.error,
+        "started_at": u.started_at,
+        "finished_at": u.finished_at,
+        "duration_ms": u.duration_ms,
+        "cost": u.cost,
+        "executor_id": u.executor_id,
     }
 
 
@@ -568,8 +753,8 @@ def _task(r: TaskRow) -> Task:
         request=r.request,
         user_id=r.user_id,
         plan=ExecutionPlan.model_validate(r.plan),
-        created_at=_aware(r.created_at),  # type: ignore[arg-type]  # not None
-        updated_at=_aware(r.updated_at),  # type: ignore[arg-type]  # not None
+        created_at=_aware(r.created_at),
+        updated_at=_aware(r.updated_at),
         started_at=_aware(r.started_at),
         finished_at=_aware(r.finished_at),
         error=r.error,
@@ -581,15 +766,30 @@ def _task(r: TaskRow) -> Task:
 
 def _step(r: StepRunRow) -> StepRun:
     return StepRun(
-        task_id=r.task_id, step_id=r.step_id, tool=r.tool, status=StepStatus(r.status), attempt=r.attempt,
-        inputs=r.inputs, output=r.output, error=r.error, started_at=_aware(r.started_at),
-        finished_at=_aware(r.finished_at), duration_ms=r.duration_ms, cost=r.cost or 0.0,
+        task_id=r.task_id,
+        step_id=r.step_id,
+        tool=r.tool,
+        status=StepStatus(r.status),
+        attempt=r.attempt,
+        inputs=r.inputs,
+        output=r.output,
+        error=r.error,
+        started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at),
+        duration_ms=r.duration_ms,
+        cost=r.cost or 0.0,
     )
 
 
 def _approval(r: ApprovalRow) -> Approval:
     return Approval(
-        approval_id=r.approval_id, task_id=r.task_id, step_id=r.step_id, status=ApprovalStatus(r.status),
-        requested_at=_aware(r.requested_at),  # type: ignore[arg-type]  # not None
-        expires_at=_aware(r.expires_at), decided_at=_aware(r.decided_at), decided_by=r.decided_by, comment=r.comment,
+        approval_id=r.approval_id,
+        task_id=r.task_id,
+        step_id=r.step_id,
+        status=ApprovalStatus(r.status),
+        requested_at=_aware(r.requested_at),
+        expires_at=_aware(r.expires_at),
+        decided_at=_aware(r.decided_at),
+        decided_by=r.decided_by,
+        comment=r.comment,
     )

@@ -44,7 +44,9 @@ class StepRunRow(Base):
     __table_args__ = (sa.UniqueConstraint("task_id", "step_id", name="uq_step_runs_task_step"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True
+    )
     step_id: Mapped[str] = mapped_column(sa.String(64))
     tool: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(32))
@@ -63,7 +65,9 @@ class ApprovalRow(Base):
     __tablename__ = "approvals"
 
     approval_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True
+    )
     step_id: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(32), index=True)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -77,7 +81,9 @@ class FeedbackRow(Base):
     __tablename__ = "feedback"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True
+    )
     approval_id: Mapped[str | None] = mapped_column(sa.String(64))
     kind: Mapped[str] = mapped_column(sa.String(32))
     text: Mapped[str] = mapped_column(sa.Text)
@@ -89,7 +95,9 @@ class ArtifactRow(Base):
     __tablename__ = "artifacts"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True
+    )
     step_id: Mapped[str] = mapped_column(sa.String(64))
     path: Mapped[str] = mapped_column(sa.String(1000))
     media_type: Mapped[str] = mapped_column(sa.String(200))

@@ -69,7 +69,10 @@ class ToolRegistry:
             before = len(self)
             obj(self)
             return len(self) - before
-        raise ConfigError(f"{origin}: expected a Tool, a list of Tools or a register(registry) function", setting="tools")
+        raise ConfigError(
+            f"{origin}: expected a Tool, a list of Tools or a register(registry) function",
+            setting="tools",
+        )
 
     def load_entry_points(self) -> int:
         count = 0
@@ -77,7 +80,9 @@ class ToolRegistry:
             try:
                 obj = ep.load()
             except Exception as exc:
-                raise ConfigError(f"tool plugin {ep.name!r} ({ep.value}) failed to load: {exc}", setting="tools") from exc
+                raise ConfigError(
+                    f"tool plugin {ep.name!r} ({ep.value}) failed to load: {exc}", setting="tools"
+                ) from exc
             count += self.load_object(obj, origin=f"entry point {ep.name!r}")
         return count
 
@@ -89,7 +94,10 @@ class ToolRegistry:
             return self.load_object(hook, origin=ref)
         found = [v for v in vars(module).values() if isinstance(v, Tool)]
         if not found:
-            raise ConfigError(f"tool module {ref!r} defines no Tool and no register_tools(registry)", setting="tool_modules")
+            raise ConfigError(
+                f"tool module {ref!r} defines no Tool and no register_tools(registry)",
+                setting="tool_modules",
+            )
         return self.load_object(found, origin=ref)
 
 
@@ -99,7 +107,9 @@ def _import(ref: str, *, base_dir: Path) -> Any:
         if not path.is_absolute():
             path = base_dir / path
         if not path.is_file():
-            raise ConfigError(f"tool module file {str(path)!r} does not exist", setting="tool_modules")
+            raise ConfigError(
+                f"tool module file {str(path)!r} does not exist", setting="tool_modules"
+            )
         name = f"_orchestrator_tools_{path.stem}_{abs(hash(str(path)))}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
@@ -109,9 +119,13 @@ def _import(ref: str, *, base_dir: Path) -> Any:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise ConfigError(f"tool module {ref!r} failed to import: {exc}", setting="tool_modules") from exc
+            raise ConfigError(
+                f"tool module {ref!r} failed to import: {exc}", setting="tool_modules"
+            ) from exc
         return module
     try:
         return importlib.import_module(ref)
     except Exception as exc:  # any error while importing a plugin is a configuration problem
-        raise ConfigError(f"tool module {ref!r} cannot be imported: {exc}", setting="tool_modules") from exc
+        raise ConfigError(
+            f"tool module {ref!r} cannot be imported: {exc}", setting="tool_modules"
+        ) from exc

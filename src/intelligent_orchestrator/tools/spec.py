@@ -45,7 +45,9 @@ class ToolContext:
     artifacts: list[Artifact] = field(default_factory=list)
     attempt: int = 0
     config: ToolSettings = field(default_factory=ToolSettings)
-    home: Path | None = None  # ORCHESTRATOR_HOME, for tools that write outside the workspace (published/)
+    home: Path | None = (
+        None  # ORCHESTRATOR_HOME, for tools that write outside the workspace (published/)
+    )
 
     @property
     def artifacts_dir(self) -> Path:
@@ -94,12 +96,16 @@ class Tool:
             try:
                 return self.input_model.model_validate(args).model_dump()
             except ValidationError as exc:
-                raise ToolInputError(_pydantic_problems(self.tool_id, exc), tool_id=self.tool_id) from exc
+                raise ToolInputError(
+                    _pydantic_problems(self.tool_id, exc), tool_id=self.tool_id
+                ) from exc
         validator = jsonschema.Draft202012Validator(self.spec.input_schema)
         errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
         if errors:
             problems = "; ".join(_jsonschema_problem(e) for e in errors)
-            raise ToolInputError(f"invalid input for tool {self.tool_id!r}: {problems}", tool_id=self.tool_id)
+            raise ToolInputError(
+                f"invalid input for tool {self.tool_id!r}: {problems}", tool_id=self.tool_id
+            )
         return args
 
     async def invoke(self, args: dict[str, Any], ctx: ToolContext) -> Any:

@@ -26,7 +26,6 @@ quoted in startup errors. An ``McpServer`` belongs to the event loop it first ra
 it there. ``close()`` disconnects; a later call connects again.
 """
 
-
 from __future__ import annotations
 
 import asyncio

@@ -23,7 +23,6 @@ Mapping of an MCP tool to a :class:`ToolSpecification`:
   server first; the call itself is bounded by ``ctx.config.mcp.call_timeout_seconds``.
 """
 
-
 from __future__ import annotations
 
 import asyncio
