@@ -100,6 +100,8 @@ def test_an_executor_id_in_use_is_refused(
 async def test_two_workers_share_tasks_and_one_finishes_the_work_of_a_killed_one(
     settings: Settings, env: dict[str, str], store: Store, registry: ToolRegistry, tmp_path: Path
 ) -> None:
+    # Three tasks at most per worker, so that six tasks are split between the two.
+    env = {**env, "ORCHESTRATOR_ENGINE__WORKER_CONCURRENCY": "3"}
     a = Worker(env, "pg-a", tmp_path)
     b = Worker(env, "pg-b", tmp_path)
     submitter = Orchestrator(settings, registry=registry)  # no engine: enqueues for the workers
