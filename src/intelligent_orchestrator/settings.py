@@ -40,7 +40,9 @@ class EngineSettings(BaseModel):
     )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(
-        default=30.0, gt=0, description="An executor silent this long is dead; its tasks move."
+        default=20.0,
+        gt=0,
+        description="An executor silent this long is dead; its tasks move (within lease + heartbeat).",
     )
     executor_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
