@@ -10,9 +10,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent / "src"))  # this repo's engine, whatever the
 from _common import create_pg_database, drop_pg_database, pg_url  # noqa: E402
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus  # noqa: E402
-from intelligent_orchestrator.storage import Store, StepUpdate, create_engine, upgrade, utcnow  # noqa: E402
+from intelligent_orchestrator.storage import StepUpdate, Store, create_engine, upgrade, utcnow  # noqa: E402
 
 
 def run(url: str, n: int) -> dict[str, float]:

@@ -36,10 +36,10 @@ from _common import (  # noqa: E402
     drop_pg_database,
     engine_source,
     machine_info,
-    snapshot_engine,
-    tree_hash,
     median,
     pg_url,
+    snapshot_engine,
+    tree_hash,
 )
 
 # (scenario, impl, backend), in the order they run within one repeat: LG, ours, LG, ours…
