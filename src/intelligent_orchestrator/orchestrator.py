@@ -138,7 +138,7 @@ class Orchestrator:
         if self._client is not None:
             self._client.close()
             self._client = None
-        self._db.dispose()
+        self.store.dispose()
 
     async def __aenter__(self) -> Orchestrator:
         return self

@@ -34,7 +34,7 @@ def test_defaults(workdir: Path) -> None:
     assert s.database_url is None
     assert s.is_postgres is False
     assert s.engine.task_concurrency == 8
-    assert s.engine.lease_seconds == 30.0
+    assert s.engine.lease_seconds == 20.0
     assert s.engine.executor_id is None
     assert s.tools.tool_modules == []
     assert s.tools.load_entry_points is True
@@ -126,7 +126,7 @@ def test_precedence_init_over_env_over_toml_over_default(
     monkeypatch.delenv("ORCHESTRATOR_ENGINE__LEASE_SECONDS")
     assert load_settings().engine.lease_seconds == 7.0
     (workdir / DEFAULT_CONFIG_FILE).unlink()
-    assert load_settings().engine.lease_seconds == 30.0
+    assert load_settings().engine.lease_seconds == 20.0
 
 
 @pytest.mark.parametrize("level", ["debug", "Info", "WARNING", "error"])

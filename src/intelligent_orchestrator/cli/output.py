@@ -61,7 +61,9 @@ def steps_table(result: ExecutionResult) -> Table:
     table.add_column("status", no_wrap=True, min_width=9)
     table.add_column("try", no_wrap=True, min_width=3)
     table.add_column("time", no_wrap=True, min_width=5)
-    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=max(20, stdout.width - 58))
+    table.add_column(
+        "detail", no_wrap=True, overflow="ellipsis", max_width=max(20, stdout.width - 58)
+    )
     runs = {s.step_id: s for s in result.steps}
     for step in result.task.plan.steps:
         r = runs.get(step.id)

@@ -79,6 +79,21 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     )
 
 
+def reader_for(engine: sa.Engine) -> sa.Engine:
+    """An engine for reads. On SQLite it takes no write lock (WAL readers never block writers,
+    and a read must not queue behind them); on Postgres it is the same engine."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    reader = sa.create_engine(
+        engine.url,
+        connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
+        pool_size=10,
+        max_overflow=20,
+    )
+    event.listen(reader, "connect", sqlite_pragmas)
+    return reader
+
+
 def _alembic_config(connection: sa.Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -25,6 +25,7 @@ from ..domain.models import (
     TaskStatus,
 )
 from ..errors import ConflictError, NotFoundError
+from .db import reader_for
 from .tables import (
     ApprovalRow,
     ArtifactRow,
@@ -101,10 +102,23 @@ class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Reads go through an engine that takes no write lock on SQLite.
+        self.reader = reader_for(engine)
+        self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
         self._upsert_steps = self._step_upsert()  # built once: the engine's hot path
 
     def session(self) -> Session:
+        """A session for writes (open it with ``s.begin()``)."""
         return self._sessions()
+
+    def read(self) -> Session:
+        """A session for reads only."""
+        return self._read_sessions()
+
+    def dispose(self) -> None:
+        if self.reader is not self.engine:
+            self.reader.dispose()
+        self.engine.dispose()
 
     # Tasks -------------------------------------------------------------------------------
     def create_task(
@@ -135,7 +149,7 @@ class Store:
         return _task(row)
 
     def get_task(self, task_id: str) -> Task:
-        with self.session() as s:
+        with self.read() as s:
             row = s.get(TaskRow, task_id)
             if row is None:
                 raise NotFoundError("task", task_id)
@@ -181,7 +195,7 @@ class Store:
         """Which of these tasks have been cancelled (one query for every task a process runs)."""
         if not task_ids:
             return []
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(TaskRow.task_id).where(
                     TaskRow.task_id.in_(list(task_ids)),
@@ -191,7 +205,7 @@ class Store:
             return [r[0] for r in rows]
 
     def task_generation(self, task_id: str) -> int:
-        with self.session() as s:
+        with self.read() as s:
             row = s.get(TaskRow, task_id)
             if row is None:
                 raise NotFoundError("task", task_id)
@@ -200,7 +214,7 @@ class Store:
     def list_tasks(
         self, *, limit: int = 20, status: TaskStatus | None = None, offset: int = 0
     ) -> tuple[list[Task], int]:
-        with self.session() as s:
+        with self.read() as s:
             q = sa.select(TaskRow)
             count_q = sa.select(sa.func.count()).select_from(TaskRow)
             if status is not None:
@@ -242,7 +256,7 @@ class Store:
 
     # Step runs ---------------------------------------------------------------------------
     def step_runs(self, task_id: str) -> list[StepRun]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.scalars(
                 sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)
             ).all()
@@ -316,7 +330,7 @@ class Store:
         )
 
     def artifacts(self, task_id: str) -> list[ArtifactRecord]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.scalars(
                 sa.select(ArtifactRow)
                 .where(ArtifactRow.task_id == task_id)
@@ -368,7 +382,7 @@ class Store:
             return _approval(row)
 
     def approvals(self, task_id: str) -> list[Approval]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.scalars(
                 sa.select(ApprovalRow)
                 .where(ApprovalRow.task_id == task_id)
@@ -540,7 +554,7 @@ class Store:
             return task_ids
 
     def feedback(self, task_id: str) -> list[dict[str, Any]]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.scalars(
                 sa.select(FeedbackRow)
                 .where(FeedbackRow.task_id == task_id)
@@ -558,7 +572,7 @@ class Store:
 
     # Side-effect ledger ------------------------------------------------------------------
     def effect(self, key: str) -> EffectRecord | None:
-        with self.session() as s:
+        with self.read() as s:
             row = s.get(SideEffectRow, key)
             return (
                 None
@@ -594,7 +608,7 @@ class Store:
             )
 
     def effects(self, task_id: str) -> list[EffectRecord]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.scalars(sa.select(SideEffectRow).where(SideEffectRow.task_id == task_id)).all()
             return [
                 EffectRecord(key=r.idempotency_key, status=r.status, receipt=r.receipt)
@@ -703,7 +717,7 @@ class Store:
         self, *, lease: timedelta, kinds: Iterable[str] | None = None
     ) -> list[ExecutorInfo]:
         cutoff = utcnow() - lease
-        with self.session() as s:
+        with self.read() as s:
             q = sa.select(ExecutorRow).where(
                 ExecutorRow.status == "alive", ExecutorRow.heartbeat_at >= cutoff
             )
