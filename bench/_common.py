@@ -166,8 +166,11 @@ def snapshot_engine() -> Path:
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    shutil.copytree(PACKAGE_SRC, root / "intelligent_orchestrator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        PACKAGE_SRC,
+        root / "intelligent_orchestrator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     return root
 
 
@@ -180,13 +183,19 @@ def engine_source(pkg: Path = PACKAGE_SRC) -> dict[str, Any]:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), *args], capture_output=True,
-                                  text=True, timeout=20).stdout.rstrip("\n")
+            return subprocess.run(
+                ["git", "--no-optional-locks", "-C", str(REPO), *args],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.rstrip("\n")
         except Exception:  # no git: leave it out
             return ""
 
     out["git_head"] = git("log", "-1", "--format=%h %ci %s").strip()
-    out["uncommitted_src"] = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()]
+    out["uncommitted_src"] = [
+        line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()
+    ]
     return out
 
 

@@ -156,7 +156,9 @@ async def single_async(shape: str, home: Path) -> dict[str, Any]:
     return {"seconds": elapsed, "ratio": elapsed / ideal}
 
 
-async def batch_memory(*, workflows: int = BATCH_WORKFLOWS, in_flight: int = BATCH_IN_FLIGHT) -> dict[str, Any]:
+async def batch_memory(
+    *, workflows: int = BATCH_WORKFLOWS, in_flight: int = BATCH_IN_FLIGHT
+) -> dict[str, Any]:
     """(d) 1,000 five-node async chains, InMemorySaver, at most ``in_flight`` at a time."""
     from langgraph.checkpoint.memory import InMemorySaver
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from _common import (
     BATCH_IN_FLIGHT,
     BATCH_STEPS,
@@ -48,7 +47,11 @@ def plan_of(nodes: list[Node], name: str) -> ExecutionPlan:
     steps: list[dict[str, Any]] = []
     for n in nodes:
         if n.sleep:
-            step: dict[str, Any] = {"id": n.id, "tool": "bench_sleep", "inputs": {"seconds": n.sleep}}
+            step: dict[str, Any] = {
+                "id": n.id,
+                "tool": "bench_sleep",
+                "inputs": {"seconds": n.sleep},
+            }
         else:
             step = {"id": n.id, "tool": "bench_noop", "inputs": {"value": 1}}
         if n.deps:
@@ -59,7 +62,10 @@ def plan_of(nodes: list[Node], name: str) -> ExecutionPlan:
 
 def park_plan() -> ExecutionPlan:
     return ExecutionPlan.model_validate(
-        {"name": "park", "steps": [{"id": "send", "tool": "bench_send", "inputs": {"message": "hello"}}]}
+        {
+            "name": "park",
+            "steps": [{"id": "send", "tool": "bench_send", "inputs": {"message": "hello"}}],
+        }
     )
 
 
@@ -70,19 +76,24 @@ class Watcher:
     coarse for a 50 ms makespan and too heavy for 100 waiters.) On SQLite it reads through its
     own plain autocommit connection: the store's engine opens every transaction, reads included,
     with BEGIN IMMEDIATE, so polling through it would take the write lock and stall the engine's
-    writers (see README, "Findings")."""
+    writers (see README, "Findings"). On Postgres too, so that a poll is one round trip instead of
+    the pooled engine's pre-ping + BEGIN + SELECT + ROLLBACK."""
 
     def __init__(self, orch: Orchestrator, *, interval: float) -> None:
         self.interval = interval
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._wake = asyncio.Event()
         self._sqlite: sqlite3.Connection | None = None
-        self._engine: sa.Engine | None = None
+        self._pg: Any = None
         url = orch.settings.app_database_url
         if url.startswith("sqlite"):
-            self._sqlite = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, check_same_thread=False)
-        else:
-            self._engine = orch.store.engine
+            self._sqlite = sqlite3.connect(
+                url.split("///", 1)[1], isolation_level=None, check_same_thread=False
+            )
+        else:  # one plain autocommit connection: one round trip per poll (no pool pre-ping, BEGIN, ROLLBACK)
+            import psycopg
+
+            self._pg = psycopg.connect(orch.settings.database_url or "", autocommit=True)
         self._task = asyncio.create_task(self._loop(), name="bench-watcher")
 
     def _poll(self, ids: list[str]) -> list[tuple[str, str]]:
@@ -90,9 +101,7 @@ class Watcher:
         sql = f"SELECT task_id, status FROM tasks WHERE task_id IN ({marks})"
         if self._sqlite is not None:
             return [(r[0], r[1]) for r in self._sqlite.execute(sql, ids)]
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            return [(r[0], r[1]) for r in conn.exec_driver_sql(sql.replace("?", "%s"), tuple(ids))]
+        return [(r[0], r[1]) for r in self._pg.execute(sql.replace("?", "%s"), ids)]
 
     async def _loop(self) -> None:
         while True:
@@ -118,6 +127,8 @@ class Watcher:
         await asyncio.gather(self._task, return_exceptions=True)
         if self._sqlite is not None:
             self._sqlite.close()
+        if self._pg is not None:
+            self._pg.close()
 
 
 async def _open(home: Path, database_url: str | None) -> Orchestrator:
@@ -169,7 +180,11 @@ async def single(shape: str, home: Path, database_url: str | None) -> dict[str, 
 
 
 async def batch(
-    home: Path, database_url: str | None, *, workflows: int = BATCH_WORKFLOWS, in_flight: int = BATCH_IN_FLIGHT
+    home: Path,
+    database_url: str | None,
+    *,
+    workflows: int = BATCH_WORKFLOWS,
+    in_flight: int = BATCH_IN_FLIGHT,
 ) -> dict[str, Any]:
     """(d) 1,000 five-step chains, at most ``in_flight`` submitted and unfinished at a time."""
     orch = await _open(home, database_url)
@@ -214,7 +229,12 @@ async def batch(
 
 
 async def park(
-    home: Path, database_url: str | None, *, total: int, checkpoints: list[int], resume_batches: int,
+    home: Path,
+    database_url: str | None,
+    *,
+    total: int,
+    checkpoints: list[int],
+    resume_batches: int,
     park_budget_s: float,
 ) -> dict[str, Any]:
     """(e) park ``total`` tasks (one side-effect step each), RSS at checkpoints, then time

@@ -11,6 +11,7 @@ cost from the ORM/session cost.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -19,7 +20,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "src"))  # this repo's engine, whatever the editable install points at
+sys.path.insert(
+    0, str(HERE.parent / "src")
+)  # this repo's engine, whatever the editable install points at
 
 from _common import create_pg_database, drop_pg_database, pg_url  # noqa: E402
 
@@ -32,16 +35,40 @@ def run(url: str, n: int) -> dict[str, float]:
     try:
         upgrade(engine)
         store = Store(engine)
-        plan = ExecutionPlan.model_validate({"name": "micro", "steps": [{"id": "a", "tool": "bench_noop"}]})
+        plan = ExecutionPlan.model_validate(
+            {"name": "micro", "steps": [{"id": "a", "tool": "bench_noop"}]}
+        )
         task = store.create_task(plan)
 
         def steps(first: int, count: int) -> None:
             for i in range(first, first + count):
-                store.write_steps(task.task_id, [StepUpdate(step_id=f"s{i}", tool="bench_noop", status=StepStatus.RUNNING,
-                                                            attempt=1, inputs={"value": i}, started_at=utcnow())])
-                store.write_steps(task.task_id, [StepUpdate(step_id=f"s{i}", tool="bench_noop", status=StepStatus.SUCCEEDED,
-                                                            attempt=1, output={"value": i}, finished_at=utcnow(),
-                                                            duration_ms=0.1)])
+                store.write_steps(
+                    task.task_id,
+                    [
+                        StepUpdate(
+                            step_id=f"s{i}",
+                            tool="bench_noop",
+                            status=StepStatus.RUNNING,
+                            attempt=1,
+                            inputs={"value": i},
+                            started_at=utcnow(),
+                        )
+                    ],
+                )
+                store.write_steps(
+                    task.task_id,
+                    [
+                        StepUpdate(
+                            step_id=f"s{i}",
+                            tool="bench_noop",
+                            status=StepStatus.SUCCEEDED,
+                            attempt=1,
+                            output={"value": i},
+                            finished_at=utcnow(),
+                            duration_ms=0.1,
+                        )
+                    ],
+                )
 
         steps(0, 20)  # warm-up
         t0 = time.perf_counter()
@@ -82,14 +109,19 @@ def raw_postgres(url: str, n: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--n", type=int, default=200)
     args = p.parse_args()
     if args.backend == "sqlite":
         folder = Path(tempfile.mkdtemp(prefix="bench-micro-"))
         out = run(f"sqlite:///{folder / 'orchestrator.sqlite'}", args.n)
-        out["raw_insert_txn_ms"] = raw_sqlite(str(folder / "raw.sqlite"), args.n)
+        try:
+            out["raw_insert_txn_ms"] = raw_sqlite(str(folder / "raw.sqlite"), args.n)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     else:
         db = create_pg_database()
         try:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import shutil
 import sys
 import tempfile
 import threading
@@ -26,7 +27,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "src"))  # this repo's engine, whatever the editable install points at
+sys.path.insert(
+    0, str(HERE.parent / "src")
+)  # this repo's engine, whatever the editable install points at
 
 import _ours  # noqa: E402
 from _common import (  # noqa: E402
@@ -37,6 +40,7 @@ from _common import (  # noqa: E402
     chain,
     create_pg_database,
     drop_pg_database,
+    engine_source,
     fanout,
     pg_url,
 )
@@ -53,7 +57,22 @@ def _boot(frame: Any, event: str, arg: Any) -> None:
     p.enable()
 
 
-async def _scenario(kind: str, home: Path, url: str | None, workflows: int) -> float:
+def _merged() -> pstats.Stats | None:
+    stats: pstats.Stats | None = None
+    for prof in list(_profiles):
+        try:
+            if stats is None:
+                stats = pstats.Stats(prof)
+            else:
+                stats.add(prof)
+        except TypeError:  # a thread that recorded nothing
+            continue
+    return stats
+
+
+async def _scenario(
+    kind: str, home: Path, url: str | None, workflows: int
+) -> tuple[float, pstats.Stats | None]:
     threading.setprofile(_boot)
     main = cProfile.Profile()
     _profiles.append(main)
@@ -82,23 +101,36 @@ async def _scenario(kind: str, home: Path, url: str | None, workflows: int) -> f
             await asyncio.gather(*(worker() for _ in range(min(BATCH_IN_FLIGHT, workflows))))
         elapsed = time.perf_counter() - t0
         main.disable()
+        stats = _merged()  # before shutdown, so the engine's teardown is not counted
     finally:
         threading.setprofile(None)
         await watcher.close()
         await orch.close()
-    return elapsed
+    return elapsed, stats
 
 
-IDLE = ("{method 'poll' of 'select.epoll'", "{method 'acquire' of '_thread.lock'", "{method 'get' of '_queue.SimpleQueue'",
-        "{built-in method time.sleep}", "threading.py", "concurrent/futures/thread.py", "selectors.py",
-        "{method 'control' of 'select.kqueue'")
+IDLE = (
+    "{method 'poll' of 'select.epoll'",
+    "{method 'acquire' of '_thread.lock'",
+    "{method 'get' of '_queue.SimpleQueue'",
+    "{built-in method time.sleep}",
+    "threading.py",
+    "concurrent/futures/thread.py",
+    "selectors.py",
+    "{method 'control' of 'select.kqueue'",
+)
 
 
 def report(stats: pstats.Stats, top: int) -> None:
     rows = []
     for func, (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         name = pstats.func_std_string(func)
-        if any(m in name for m in IDLE) or "asyncio/" in name or "_contextvars" in name or "<frozen" in name:
+        if (
+            any(m in name for m in IDLE)
+            or "asyncio/" in name
+            or "_contextvars" in name
+            or "<frozen" in name
+        ):
             continue
         rows.append((ct, tt, nc, name))
     rows.sort(reverse=True)
@@ -118,7 +150,9 @@ def report(stats: pstats.Stats, top: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("kind", choices=["chain", "fanout", "batch"])
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--workflows", type=int, default=200)
@@ -128,24 +162,24 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     db = create_pg_database() if args.backend == "postgres" else None
     try:
-        elapsed = asyncio.run(_scenario(args.kind, home, pg_url(db) if db else None, args.workflows))
+        elapsed, stats = asyncio.run(
+            _scenario(args.kind, home, pg_url(db) if db else None, args.workflows)
+        )
     finally:
         if db:
             drop_pg_database(db)
-    stats: pstats.Stats | None = None
-    for prof in _profiles:
-        try:
-            if stats is None:
-                stats = pstats.Stats(prof)
-            else:
-                stats.add(prof)
-        except TypeError:  # a thread that recorded nothing
-            continue
+        shutil.rmtree(home, ignore_errors=True)
     assert stats is not None
     n = {"chain": CHAIN_STEPS, "fanout": FANOUT_WIDTH + 2}.get(args.kind, args.workflows)
     unit = "workflows" if args.kind == "batch" else "steps"
-    print(f"# {args.kind} on {args.backend}: {elapsed:.3f} s for {n} {unit} "
-          f"({elapsed / n * 1e3:.2f} ms each, under the profiler); {len(_profiles)} threads profiled")
+    src = engine_source()
+    print(
+        f"# engine: {src['git_head']} (src sha {src['src_sha256']}, uncommitted: {src['uncommitted_src'] or 'none'})"
+    )
+    print(
+        f"# {args.kind} on {args.backend}: {elapsed:.3f} s for {n} {unit} "
+        f"({elapsed / n * 1e3:.2f} ms each, under the profiler); {len(_profiles)} threads profiled"
+    )
     report(stats, args.top)
     if args.dump:
         stats.dump_stats(args.dump)

@@ -57,7 +57,9 @@ def init_worker(engine_root: str) -> None:
     sys.path.insert(0, engine_root)
 
 
-def measure(scenario: str, impl: str, backend: str, db: str, home: str, opts: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    scenario: str, impl: str, backend: str, db: str, home: str, opts: dict[str, Any]
+) -> dict[str, Any]:
     """Run one measurement in this (worker) process and return its figures."""
     result = _measure(scenario, impl, backend, db, home, opts)
     if impl == "ours":
@@ -67,7 +69,9 @@ def measure(scenario: str, impl: str, backend: str, db: str, home: str, opts: di
     return result
 
 
-def _measure(scenario: str, impl: str, backend: str, db: str, home: str, opts: dict[str, Any]) -> dict[str, Any]:
+def _measure(
+    scenario: str, impl: str, backend: str, db: str, home: str, opts: dict[str, Any]
+) -> dict[str, Any]:
     import asyncio
     import logging
 
@@ -82,7 +86,9 @@ def _measure(scenario: str, impl: str, backend: str, db: str, home: str, opts: d
         if scenario in ("b", "c"):
             return asyncio.run(_lg.single_async("fanout" if scenario == "b" else "uneven", h))
         if scenario == "d":
-            return asyncio.run(_lg.batch_memory(workflows=int(opts["batch"]), in_flight=int(opts["in_flight"])))
+            return asyncio.run(
+                _lg.batch_memory(workflows=int(opts["batch"]), in_flight=int(opts["in_flight"]))
+            )
         raise ValueError(f"no LangGraph case for {scenario}")
     import _ours
 
@@ -90,12 +96,22 @@ def _measure(scenario: str, impl: str, backend: str, db: str, home: str, opts: d
         shape = {"a": "chain", "b": "fanout", "c": "uneven"}[scenario]
         return asyncio.run(_ours.single(shape, h, url))
     if scenario == "d":
-        return asyncio.run(_ours.batch(h, url, workflows=int(opts["batch"]), in_flight=int(opts["in_flight"])))
+        return asyncio.run(
+            _ours.batch(h, url, workflows=int(opts["batch"]), in_flight=int(opts["in_flight"]))
+        )
     total = int(opts["park_total"])
-    checkpoints = sorted({c for c in (total // 10, total // 4, total // 2, 3 * total // 4, total) if c > 0})
+    checkpoints = sorted(
+        {c for c in (total // 10, total // 4, total // 2, 3 * total // 4, total) if c > 0}
+    )
     return asyncio.run(
-        _ours.park(h, url, total=total, checkpoints=checkpoints, resume_batches=int(opts["resume_batches"]),
-                   park_budget_s=float(opts["park_budget"]))
+        _ours.park(
+            h,
+            url,
+            total=total,
+            checkpoints=checkpoints,
+            resume_batches=int(opts["resume_batches"]),
+            park_budget_s=float(opts["park_budget"]),
+        )
     )
 
 
@@ -113,24 +129,39 @@ class Workers:
 
     def _pool(self, name: str) -> ProcessPoolExecutor:
         if name not in self._pools:
-            self._pools[name] = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                                    initializer=init_worker, initargs=(str(self.engine_root),))
+            self._pools[name] = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=mp.get_context("spawn"),
+                initializer=init_worker,
+                initargs=(str(self.engine_root),),
+            )
         return self._pools[name]
 
-    def run(self, scenario: str, impl: str, backend: str, *, timeout: float,
-            opts: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        scenario: str,
+        impl: str,
+        backend: str,
+        *,
+        timeout: float,
+        opts: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         fresh = scenario in ("d", "e")
         name = f"fresh-{scenario}-{impl}-{backend}" if fresh else impl
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-{scenario}-{impl}-"))
         db = create_pg_database() if backend == "postgres" else "-"
         t0 = time.perf_counter()
         try:
-            fut = self._pool(name).submit(measure, scenario, impl, backend, db, str(tmp / "home"), opts or {})
+            fut = self._pool(name).submit(
+                measure, scenario, impl, backend, db, str(tmp / "home"), opts or {}
+            )
             result: dict[str, Any] = fut.result(timeout=timeout)
             result["wall_s"] = time.perf_counter() - t0
             src = result.pop("_engine_src", None)
             if src is not None and not src.startswith(str(self.engine_root)):
-                return {"error": f"the worker imported the engine from {src}, not from the snapshot"}
+                return {
+                    "error": f"the worker imported the engine from {src}, not from the snapshot"
+                }
             return result
         except TimeoutError:
             self._kill(name)
@@ -163,8 +194,11 @@ class Workers:
 
 def label(impl: str, backend: str) -> str:
     if impl == "lg":
-        return {"sqlite": "LangGraph+SqliteSaver", "postgres": "LangGraph+PostgresSaver",
-                "memory": "LangGraph+InMemorySaver"}[backend]
+        return {
+            "sqlite": "LangGraph+SqliteSaver",
+            "postgres": "LangGraph+PostgresSaver",
+            "memory": "LangGraph+InMemorySaver",
+        }[backend]
     return {"sqlite": "ours SQLite", "postgres": "ours Postgres"}[backend]
 
 
@@ -181,7 +215,9 @@ def fmt_spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
     return f"{m:.{digits}f} ({min(values) * scale:.{digits}f}–{max(values) * scale:.{digits}f})"
 
 
-def build_table(results: dict[str, list[dict[str, Any]]], park: dict[str, dict[str, Any]]) -> list[list[str]]:
+def build_table(
+    results: dict[str, list[dict[str, Any]]], park: dict[str, dict[str, Any]]
+) -> list[list[str]]:
     """Rows: figure, ours, LangGraph, target, verdict."""
     rows: list[list[str]] = []
 
@@ -195,24 +231,48 @@ def build_table(results: dict[str, list[dict[str, Any]]], park: dict[str, dict[s
         lg_s = collect(results, key("a", "lg", "sqlite"), "us_per_step")
         ours_s = collect(results, key("a", "ours", "sqlite"), "us_per_step")
         ok = (median(ours_s) <= median(lg_s)) if ours_s and lg_s else None
-        rows.append([f"(a) {CHAIN_STEPS}-step no-op chain, SQLite, µs/step", fmt_spread(ours_s),
-                     fmt_spread(lg_s) + " (SqliteSaver)", "ours ≤ LangGraph", verdict(ok)])
+        rows.append(
+            [
+                f"(a) {CHAIN_STEPS}-step no-op chain, SQLite, µs/step",
+                fmt_spread(ours_s),
+                fmt_spread(lg_s) + " (SqliteSaver)",
+                "ours ≤ LangGraph",
+                verdict(ok),
+            ]
+        )
         lg_p = collect(results, key("a", "lg", "postgres"), "us_per_step")
         ours_p = collect(results, key("a", "ours", "postgres"), "us_per_step")
         ok = (median(ours_p) <= 3000) if ours_p else None
-        rows.append([f"(a) {CHAIN_STEPS}-step no-op chain, Postgres, µs/step", fmt_spread(ours_p),
-                     fmt_spread(lg_p) + " (PostgresSaver)", "ours ≤ 3000 µs", verdict(ok)])
-    for s, what, target in (("b", f"(b) fan-out 1→{FANOUT_WIDTH}×50 ms→join, makespan/50 ms", 1.10),
-                            ("c", "(c) uneven DAG, makespan/critical path 200 ms", 1.05)):
+        rows.append(
+            [
+                f"(a) {CHAIN_STEPS}-step no-op chain, Postgres, µs/step",
+                fmt_spread(ours_p),
+                fmt_spread(lg_p) + " (PostgresSaver)",
+                "ours ≤ 3000 µs",
+                verdict(ok),
+            ]
+        )
+    for s, what, target in (
+        ("b", f"(b) fan-out 1→{FANOUT_WIDTH}×50 ms→join, makespan/50 ms", 1.10),
+        ("c", "(c) uneven DAG, makespan/critical path 200 ms", 1.05),
+    ):
         if not any(k.startswith(f"{s}:") for k in results):
             continue
         lg = collect(results, key(s, "lg", "sqlite"), "ratio")
         for backend in ("sqlite", "postgres"):
             ours = collect(results, key(s, "ours", backend), "ratio")
             ok = (median(ours) <= target) if ours else None
-            rows.append([f"{what}, ours {backend}", fmt_spread(ours, digits=2),
-                         (fmt_spread(lg, digits=2) + " (AsyncSqliteSaver)") if backend == "sqlite" else "—",
-                         f"≤ {target:.2f}", verdict(ok)])
+            rows.append(
+                [
+                    f"{what}, ours {backend}",
+                    fmt_spread(ours, digits=2),
+                    (fmt_spread(lg, digits=2) + " (AsyncSqliteSaver)")
+                    if backend == "sqlite"
+                    else "—",
+                    f"≤ {target:.2f}",
+                    verdict(ok),
+                ]
+            )
     if any(k.startswith("d:") for k in results):
         lg = collect(results, key("d", "lg", "memory"), "workflows_per_s")
         lg_rss = collect(results, key("d", "lg", "memory"), "peak_rss_mib")
@@ -220,33 +280,87 @@ def build_table(results: dict[str, list[dict[str, Any]]], park: dict[str, dict[s
             ours = collect(results, key("d", "ours", backend), "workflows_per_s")
             rss = collect(results, key("d", "ours", backend), "peak_rss_mib")
             ok = (median(ours) >= median(lg)) if ours and lg else None
-            first = next((r for r in results.get(key("d", "ours", backend), []) if "workflows" in r), {})
-            n, inflight = first.get("workflows", BATCH_WORKFLOWS), first.get("in_flight", BATCH_IN_FLIGHT)
-            rows.append([f"(d) {n:,}×5-step workflows, {inflight} in flight, ours {backend}: workflows/s",
-                         fmt_spread(ours, digits=1), fmt_spread(lg, digits=1) + " (InMemorySaver)",
-                         "ours ≥ LangGraph", verdict(ok)])
+            first = next(
+                (r for r in results.get(key("d", "ours", backend), []) if "workflows" in r), {}
+            )
+            n, inflight = (
+                first.get("workflows", BATCH_WORKFLOWS),
+                first.get("in_flight", BATCH_IN_FLIGHT),
+            )
+            rows.append(
+                [
+                    f"(d) {n:,}×5-step workflows, {inflight} in flight, ours {backend}: workflows/s",
+                    fmt_spread(ours, digits=1),
+                    fmt_spread(lg, digits=1) + " (InMemorySaver)",
+                    "ours ≥ LangGraph",
+                    verdict(ok),
+                ]
+            )
             ok = (median(rss) <= 200) if rss else None
-            rows.append([f"(d) same, peak RSS MiB, ours {backend}", fmt_spread(rss, digits=0),
-                         fmt_spread(lg_rss, digits=0), "ours ≤ 200 MiB", verdict(ok)])
+            rows.append(
+                [
+                    f"(d) same, peak RSS MiB, ours {backend}",
+                    fmt_spread(rss, digits=0),
+                    fmt_spread(lg_rss, digits=0),
+                    "ours ≤ 200 MiB",
+                    verdict(ok),
+                ]
+            )
     for backend, r in park.items():
         if "error" in r:
-            rows.append([f"(e) parked tasks, ours {backend}", "ERROR: " + r["error"][:200], "—", "—", "FAIL"])
+            rows.append(
+                [
+                    f"(e) parked tasks, ours {backend}",
+                    "ERROR: " + r["error"][:200],
+                    "—",
+                    "—",
+                    "FAIL",
+                ]
+            )
             continue
         rss = r["rss_mib_at"]
         trend = ", ".join(f"{int(k):,}: {v:.0f}" for k, v in rss.items())
-        rows.append([f"(e) {r['parked']:,} parked, ours {backend}: RSS MiB (baseline {r['baseline_rss_mib']:.0f}; at N parked)",
-                     trend, "—", "flat: ≤ 1 KiB per extra parked task",
-                     f"{verdict(r['kib_per_parked_task'] <= 1.0)} ({r['kib_per_parked_task']:.2f} KiB/task)"])
+        rows.append(
+            [
+                f"(e) {r['parked']:,} parked, ours {backend}: RSS MiB (baseline {r['baseline_rss_mib']:.0f}; at N parked)",
+                trend,
+                "—",
+                "flat: ≤ 1 KiB per extra parked task",
+                f"{verdict(r['kib_per_parked_task'] <= 1.0)} ({r['kib_per_parked_task']:.2f} KiB/task)",
+            ]
+        )
         objs = r.get("gc_objects_at", {})
         if objs:
-            rows.append([f"(e) Python objects (gc) at N parked, ours {backend}",
-                         ", ".join(f"{int(k):,}: {v / 1000:.0f}k" for k, v in objs.items()), "—", "(reported)", "—"])
-        rows.append([f"(e) parking time, ours {backend}", f"{r['park_seconds']:.1f} s ({r['park_per_s']:.0f} tasks/s, "
-                     f"{PARK_IN_FLIGHT} in flight){' — stopped early' if r['stopped_early'] else ''}", "—", "(reported)", "—"])
+            rows.append(
+                [
+                    f"(e) Python objects (gc) at N parked, ours {backend}",
+                    ", ".join(f"{int(k):,}: {v / 1000:.0f}k" for k, v in objs.items()),
+                    "—",
+                    "(reported)",
+                    "—",
+                ]
+            )
+        rows.append(
+            [
+                f"(e) parking time, ours {backend}",
+                f"{r['park_seconds']:.1f} s ({r['park_per_s']:.0f} tasks/s, "
+                f"{PARK_IN_FLIGHT} in flight){' — stopped early' if r['stopped_early'] else ''}",
+                "—",
+                "(reported)",
+                "—",
+            ]
+        )
         res = r["resume_seconds"]
         ok = (median(res) <= 0.5) if res and backend == "postgres" else None
-        rows.append([f"(e) approve+resume {PARK_RESUME} to completion, ours {backend}, s", fmt_spread(res, digits=2),
-                     "—", "≤ 0.5 s (Postgres)" if backend == "postgres" else "(reported)", verdict(ok)])
+        rows.append(
+            [
+                f"(e) approve+resume {PARK_RESUME} to completion, ours {backend}, s",
+                fmt_spread(res, digits=2),
+                "—",
+                "≤ 0.5 s (Postgres)" if backend == "postgres" else "(reported)",
+                verdict(ok),
+            ]
+        )
     return rows
 
 
@@ -257,8 +371,14 @@ def render(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _drive(args: argparse.Namespace, only: list[str], workers: Workers,
-           results: dict[str, list[dict[str, Any]]], park: dict[str, dict[str, Any]], errors: list[str]) -> None:
+def _drive(
+    args: argparse.Namespace,
+    only: list[str],
+    workers: Workers,
+    results: dict[str, list[dict[str, Any]]],
+    park: dict[str, dict[str, Any]],
+    errors: list[str],
+) -> None:
     opts = {"batch": args.batch, "in_flight": args.in_flight}
     for rep in range(max(args.repeat, args.repeat_d)):
         for scenario in [s for s in "abcd" if s in only]:
@@ -276,7 +396,11 @@ def _drive(args: argparse.Namespace, only: list[str], workers: Workers,
         for backend, total in (("postgres", args.park), ("sqlite", args.park_sqlite)):
             if total <= 0:
                 continue
-            opts = {"park_total": total, "resume_batches": max(5, args.repeat), "park_budget": args.park_budget}
+            opts = {
+                "park_total": total,
+                "resume_batches": max(5, args.repeat),
+                "park_budget": args.park_budget,
+            }
             r = workers.run("e", "ours", backend, timeout=args.park_budget + 600, opts=opts)
             park[backend] = r
             print(f"(e) {backend}: {json.dumps(r)}", flush=True)
@@ -290,7 +414,9 @@ def driver_main(args: argparse.Namespace) -> None:
     engine_root = snapshot_engine()
     info["engine"] = engine_source()
     info["engine"]["snapshot_sha256"] = tree_hash(engine_root / "intelligent_orchestrator")
-    info["engine"]["measured_from"] = "copy of this repo's src/intelligent_orchestrator taken at start"
+    info["engine"]["measured_from"] = (
+        "copy of this repo's src/intelligent_orchestrator taken at start"
+    )
     print("machine:", json.dumps(info), flush=True)
     results: dict[str, list[dict[str, Any]]] = {}
     park: dict[str, dict[str, Any]] = {}
@@ -305,8 +431,10 @@ def driver_main(args: argparse.Namespace) -> None:
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     end = engine_source()
     if end["src_sha256"] != info["engine"]["src_sha256"]:
-        info["engine"]["note"] = ("src/ changed during the run (now " + end["git_head"] + "); the figures are of "
-                                  "the snapshot taken at start")
+        info["engine"]["note"] = (
+            "src/ changed during the run (now " + end["git_head"] + "); the figures are of "
+            "the snapshot taken at start"
+        )
     info["total_minutes"] = round((time.perf_counter() - t_all) / 60, 1)
     table = render(build_table(results, park))
     print()
@@ -314,12 +442,28 @@ def driver_main(args: argparse.Namespace) -> None:
     if errors:
         print("\nerrors:\n" + "\n".join(errors))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "repeat": args.repeat, "results": results,
-                                               "park": park, "errors": errors}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "repeat": args.repeat,
+                    "results": results,
+                    "park": park,
+                    "errors": errors,
+                },
+                indent=2,
+            )
+        )
     if args.md:
-        md = [f"# Benchmark results ({info['date']})", "",
-              f"`python {' '.join(sys.argv)}` — median (min–max) of {args.repeat} repeat(s) "
-              f"({args.repeat_d} for (d)); see bench/README.md for what each figure means.", "", table, ""]
+        md = [
+            f"# Benchmark results ({info['date']})",
+            "",
+            f"`python {' '.join(sys.argv)}` — median (min–max) of {args.repeat} repeat(s) "
+            f"({args.repeat_d} for (d)); see bench/README.md for what each figure means.",
+            "",
+            table,
+            "",
+        ]
         if errors:
             md += ["Errors:", "", *[f"- {e}" for e in errors], ""]
         md += ["Machine:", "", "```", json.dumps(info, indent=2), "```", ""]
@@ -328,18 +472,35 @@ def driver_main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--only", default="a,b,c,d,e", help="scenarios to run, e.g. a,b")
-    p.add_argument("--repeat", type=int, default=5, help="repeats per measurement (the median is reported)")
+    p.add_argument(
+        "--repeat", type=int, default=5, help="repeats per measurement (the median is reported)"
+    )
     p.add_argument("--repeat-d", type=int, help="repeats for (d) only (default: --repeat)")
     p.add_argument("--batch", type=int, default=BATCH_WORKFLOWS, help="(d) workflows per run")
-    p.add_argument("--in-flight", type=int, default=BATCH_IN_FLIGHT, help="(d) workflows submitted and unfinished at once")
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=BATCH_IN_FLIGHT,
+        help="(d) workflows submitted and unfinished at once",
+    )
     p.add_argument("--json", help="write every raw result here")
     p.add_argument("--md", help="write the table and machine info here (markdown)")
-    p.add_argument("--park", type=int, default=10000, help="(e) tasks to park on Postgres (0: skip)")
-    p.add_argument("--park-sqlite", type=int, default=10000, help="(e) tasks to park on SQLite (0: skip)")
-    p.add_argument("--park-budget", type=float, default=300.0,
-                   help="(e) stop parking at the next checkpoint past this many seconds")
+    p.add_argument(
+        "--park", type=int, default=10000, help="(e) tasks to park on Postgres (0: skip)"
+    )
+    p.add_argument(
+        "--park-sqlite", type=int, default=10000, help="(e) tasks to park on SQLite (0: skip)"
+    )
+    p.add_argument(
+        "--park-budget",
+        type=float,
+        default=300.0,
+        help="(e) stop parking at the next checkpoint past this many seconds",
+    )
     args = p.parse_args()
     if args.repeat_d is None:
         args.repeat_d = args.repeat
