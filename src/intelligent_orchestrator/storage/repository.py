@@ -677,18 +677,18 @@ class Store:
         """Atomically take over executors whose lease ran out (or that stopped); returns their ids."""
         now = utcnow()
         cutoff = now - lease
+        # Stopped cleanly, or silent past its lease: its pending task runs may be taken over.
+        dead = sa.or_(
+            sa.and_(ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff),
+            ExecutorRow.status == "stopped",
+        )
         claimed: list[str] = []
         with self.engine.begin() as conn:
             candidates = (
                 conn.execute(
                     sa.select(ExecutorRow.executor_id).where(
                         ExecutorRow.executor_id != me,
-                        sa.or_(
-                            sa.and_(
-                                ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff
-                            ),
-                            ExecutorRow.status == "stopped",
-                        ),
+                        dead,
                     )
                 )
                 .scalars()
@@ -700,12 +700,7 @@ class Store:
                     sa.update(ExecutorRow)
                     .where(
                         ExecutorRow.executor_id == ex,
-                        sa.or_(
-                            sa.and_(
-                                ExecutorRow.status == "alive", ExecutorRow.heartbeat_at < cutoff
-                            ),
-                            ExecutorRow.status == "stopped",
-                        ),
+                        dead,
                     )
                     .values(status="recovered", recovered_by=me, recovered_at=now)
                 ).rowcount
