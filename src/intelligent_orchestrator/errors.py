@@ -110,6 +110,34 @@ class PathEscapeError(ToolError):
     """A path that would leave the workspace."""
 
 
+class LlmError(ToolError):
+    """A model call failed; ``purpose`` and ``model`` name the call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        purpose: str | None = None,
+        model: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message, tool_id=None, transient=transient)
+        self.purpose = purpose
+        self.model = model
+
+
+class LlmOutputError(LlmError):
+    """The model's output did not match the expected schema after the repair attempts."""
+
+
+class LlmUnavailableError(LlmError):
+    """Every configured model (and the fallback) failed to answer."""
+
+
+class BudgetExceededError(LlmError):
+    """The task's cost or token budget is spent: the task stops."""
+
+
 class QualityGateFailed(OrchestratorError):
     """The result stayed below the quality threshold."""
 

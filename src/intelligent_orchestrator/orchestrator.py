@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from .domain.models import (
     ArtifactRef,
     ExecutionPlan,
     ExecutionResult,
+    LlmCall,
     StepStatus,
     Task,
     TaskStatus,
@@ -25,6 +26,7 @@ from .domain.models import (
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
 from .errors import ConflictError
+from .llm import ModelGateway
 from .planning import validate_plan
 from .settings import Settings
 from .storage import (
@@ -77,8 +79,10 @@ class Orchestrator:
         *,
         registry: ToolRegistry | None = None,
         http_transport: Any = None,
+        models: Mapping[str, Any] | None = None,
         auto_upgrade: bool = True,
     ) -> None:
+        """``models``: ready Pydantic AI models by configured name (tests pass scripted ones)."""
         self.settings = settings
         settings.ensure_dirs()
         self.registry = registry if registry is not None else default_registry(settings)
@@ -88,9 +92,13 @@ class Orchestrator:
             migrate_system_database(settings)
         self.store = Store(self._db)
         self.http_transport = http_transport
+        self.gateway = ModelGateway(settings, models=models, sink=self._record_llm_call)
         self.host: EngineHost | None = None
         self._client: QueueClient | None = None
         self._mcp: DiscoveryReport | None = None
+
+    async def _record_llm_call(self, call: LlmCall) -> None:
+        await asyncio.to_thread(self.store.record_llm_calls, [call])
 
     # Lifecycle ---------------------------------------------------------------------------
     async def start_engine(
@@ -108,6 +116,7 @@ class Orchestrator:
             listen=listen,
             executor_id=executor_id,
             http_transport=self.http_transport,
+            gateway=self.gateway,
         )
         await host.start()
         self.host = host
@@ -213,9 +222,14 @@ class Orchestrator:
     async def status(self, task_id: str) -> ExecutionResult:
         def read() -> ExecutionResult:
             task = self.store.get_task(task_id)
+            total, per_step = self.store.llm_usage(task_id)
+            steps = self.store.step_runs(task_id)
+            for step in steps:
+                step.llm = per_step.get(step.step_id)
             return ExecutionResult(
                 task=task,
-                steps=self.store.step_runs(task_id),
+                llm=total,
+                steps=steps,
                 approvals=self.store.approvals(task_id),
                 artifacts=[ArtifactRef(**asdict(a)) for a in self.store.artifacts(task_id)]
                 if task.status.finished

@@ -9,9 +9,16 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +109,68 @@ class ToolSettings(BaseModel):
     mcp: McpSettings = Field(default_factory=McpSettings)
 
 
+LOCAL_MODEL = "local"
+
+
+class ModelConfig(BaseModel):
+    """One model the orchestrator may call (``[models.<name>]`` in orchestrator.toml)."""
+
+    provider: Literal["local", "openai", "anthropic"] = Field(
+        default="openai",
+        description="local = the embedded llama.cpp model; openai = any OpenAI-compatible "
+        "endpoint (OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter); anthropic.",
+    )
+    model: str = Field(default="local", description="The model id the endpoint expects.")
+    base_url: str | None = Field(default=None, description="Endpoint, e.g. http://host:8000/v1.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable that holds the API key."
+    )
+    input_price_per_million: float = Field(
+        default=0.0, ge=0, description="USD per 1M input tokens."
+    )
+    output_price_per_million: float = Field(
+        default=0.0, ge=0, description="USD per 1M output tokens."
+    )
+    context_size: int = Field(default=8192, ge=512)
+    max_output_tokens: int = Field(default=1024, ge=16)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries on 429, 5xx and connection errors."
+    )
+    fallback: str | None = Field(default=None, description="Model to try when this one fails.")
+    temperature: float = Field(default=0.2, ge=0, le=2)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {LOCAL_MODEL: ModelConfig(provider="local", model="qwen2.5-coder-0.5b-instruct-q4")}
+
+
+class LlmSettings(BaseModel):
+    """Which model serves which purpose, repair attempts and per-task budgets."""
+
+    default_model: str = LOCAL_MODEL
+    planner: str | None = Field(default=None, description="Model for planning (default: default).")
+    writer: str | None = Field(default=None, description="Model for the writing tools.")
+    judge: str | None = Field(default=None, description="Model for quality judging.")
+    repair_attempts: int = Field(
+        default=2, ge=0, le=5, description="Re-asks after output that fails validation."
+    )
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    task_budget_cost: float | None = Field(
+        default=None, gt=0, description="USD a task may spend on model calls."
+    )
+    task_budget_tokens: int | None = Field(
+        default=None, gt=0, description="Tokens (input + output) a task may use."
+    )
+    local_threads: int | None = Field(default=None, ge=1, description="Default: all cores.")
+    local_parallel: int = Field(
+        default=2, ge=1, le=16, description="Requests the embedded model serves at once."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the orchestrator."""
 
@@ -117,7 +186,37 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    local_model_path: Path | None = Field(
+        default=None, description="Any GGUF file to serve instead of the bundled model."
+    )
     log_level: str = Field(default="WARNING", pattern=r"^(?i)(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("models")
+    @classmethod
+    def _keep_local(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        return {**_default_models(), **v}
+
+    @model_validator(mode="after")
+    def _known_models(self) -> Settings:
+        for purpose in ("default_model", "planner", "writer", "judge"):
+            name = getattr(self.llm, purpose)
+            if name is not None and name not in self.models:
+                raise ValueError(
+                    f"llm.{purpose} names model {name!r}, which is not configured "
+                    f"(known: {', '.join(sorted(self.models))})"
+                )
+        for name, cfg in self.models.items():
+            if cfg.fallback is not None and cfg.fallback not in self.models:
+                raise ValueError(f"models.{name}.fallback names unknown model {cfg.fallback!r}")
+            if cfg.provider == "openai" and not cfg.base_url and not cfg.api_key_env:
+                raise ValueError(f"models.{name}: an openai model needs base_url or api_key_env")
+        return self
+
+    def model_for(self, purpose: str) -> str:
+        """The configured model name for a purpose (planner, writer, judge) or the default."""
+        return getattr(self.llm, purpose, None) or self.llm.default_model
 
     @field_validator("home")
     @classmethod
@@ -201,11 +300,18 @@ def _unknown_env_settings() -> list[str]:
             continue
         parts = name.removeprefix("ORCHESTRATOR_").lower().split("__")
         model: type[BaseModel] | None = Settings
+        free_key = False  # the next part is a dict key (models.<name>)
         for part in parts:
+            if free_key:
+                free_key = False
+                continue
             if model is None or part not in model.model_fields:
                 unknown.append(name)
                 break
             annotation = model.model_fields[part].annotation
+            if get_origin(annotation) is dict:
+                free_key = True
+                annotation = get_args(annotation)[1]
             model = (
                 annotation
                 if isinstance(annotation, type) and issubclass(annotation, BaseModel)
@@ -230,6 +336,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
+        if not loc:  # a check across settings (e.g. a purpose naming an unknown model)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"invalid configuration: {msg}", setting="models") from exc
         env_name = "ORCHESTRATOR_" + "__".join(p.upper() for p in loc)
         value = err.get("input")
         shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -139,6 +139,39 @@ class ExecutionPlan(BaseModel):
         raise KeyError(step_id)
 
 
+class LlmCall(BaseModel):
+    """One model call: which model, for what, what it cost (a row of ``llm_calls``)."""
+
+    model: str
+    purpose: str
+    task_id: str | None = None
+    step_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    cost: float = 0.0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class LlmUsage(BaseModel):
+    """Model calls summed over a step or a task."""
+
+    calls: int = 0
+    failed_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 class StepRun(BaseModel):
     """What happened to one step of one task."""
 
@@ -154,6 +187,7 @@ class StepRun(BaseModel):
     finished_at: datetime | None = None
     duration_ms: float | None = None
     cost: float = 0.0
+    llm: LlmUsage | None = None
 
 
 class Approval(BaseModel):
@@ -206,6 +240,7 @@ class ExecutionResult(BaseModel):
     steps: list[StepRun]
     approvals: list[Approval] = Field(default_factory=list)
     artifacts: list[ArtifactRef] = Field(default_factory=list)
+    llm: LlmUsage = Field(default_factory=LlmUsage, description="Model calls of the whole task.")
 
     @property
     def outputs(self) -> dict[str, Any]:

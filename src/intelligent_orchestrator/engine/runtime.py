@@ -14,6 +14,7 @@ from typing import Any
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from ..domain.models import TaskStatus
+from ..llm import ModelGateway
 from ..settings import Settings
 from ..storage import Store, dbos_sqlite_engine
 from ..tools.registry import ToolRegistry
@@ -38,6 +39,7 @@ class Runtime:
     executor_id: str
     limits: StepLimits
     http_transport: Any = None
+    gateway: ModelGateway | None = None
 
 
 _runtime: Runtime | None = None
@@ -106,6 +108,7 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
         executor_id=rt.executor_id,
         auto_approve=task.auto_approve,
         http_transport=rt.http_transport,
+        gateway=rt.gateway,
     )
     try:
         status = await dag.run(previous)
@@ -127,6 +130,8 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     if status is TaskStatus.FAILED and failure is not None:
         fields["failed_step"] = failure[0]
         fields["error"] = f"step {failure[0]!r} failed: {failure[1]}"
+    elif status is TaskStatus.FAILED and dag.stopped:
+        fields["error"] = f"task stopped: {dag.stopped}"
     elif status is TaskStatus.REJECTED:
         fields["error"] = "rejected"
     if status is not TaskStatus.CANCELLED:
@@ -165,8 +170,10 @@ class EngineHost:
         listen: bool,
         executor_id: str | None = None,
         http_transport: Any = None,
+        gateway: ModelGateway | None = None,
     ) -> None:
         self.settings = settings
+        self.gateway = gateway
         self.store = store
         self.registry = registry
         self.kind = kind
@@ -200,6 +207,7 @@ class EngineHost:
                 global_steps=asyncio.Semaphore(self.settings.engine.global_concurrency)
             ),
             http_transport=self.http_transport,
+            gateway=self.gateway,
         )
         config: DBOSConfig = {
             "name": APP_NAME,

@@ -29,7 +29,8 @@ from ..domain.models import (
     WorkflowStep,
 )
 from ..domain.refs import ReferenceError_, resolve
-from ..errors import ToolError, ToolTimeoutError
+from ..errors import BudgetExceededError, ToolError, ToolTimeoutError
+from ..llm import BoundLlm, CallScope, ModelGateway, TaskBudget
 from ..planning.validate import execution_order, step_dependencies
 from ..settings import Settings
 from ..storage import ArtifactRecord, StepUpdate, Store, utcnow
@@ -63,6 +64,7 @@ class Outcome:
     duration_ms: float | None = None
     cost: float = 0.0
     artifacts: list[Artifact] = field(default_factory=list)
+    stop_task: str | None = None  # the task must stop (its budget is spent)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -76,12 +78,15 @@ class DagRun:
     executor_id: str
     auto_approve: bool = False
     http_transport: Any = None
+    gateway: ModelGateway | None = None
     sleep: Callable[[float], Any] = asyncio.sleep
     state: dict[str, StepStatus] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
+    stopped: str | None = None  # why the task stopped early (budget)
+    budget: TaskBudget | None = None
     _running: dict[asyncio.Task[Outcome], str] = field(default_factory=dict)
     _tools: dict[str, str] = field(default_factory=dict)  # step id -> tool id
     _pending: list[str] | None = None
@@ -107,6 +112,7 @@ class DagRun:
                 self.errors[r.step_id] = r.error
 
         slots = self.plan.max_concurrency or self.settings.engine.task_concurrency
+        self.budget = await self._budget()
         self.limits.active[self.task_id] = self
         done: list[Outcome] = []
         try:
@@ -115,7 +121,9 @@ class DagRun:
                 done = []
                 updates += self._propagate_skips(order, deps)
                 launch: list[tuple[WorkflowStep, dict[str, Any]]] = []
-                if not self.cancelled:
+                if self.stopped:
+                    updates += self._stop_pending(order)
+                elif not self.cancelled:
                     for sid in self._ready(order, deps):
                         if len(self._running) + len(launch) >= slots:
                             break
@@ -167,6 +175,28 @@ class DagRun:
                 await asyncio.gather(*self._running, return_exceptions=True)
         return self._final_status(order)
 
+    async def _budget(self) -> TaskBudget | None:
+        """The task's model budget, counting what earlier runs of the task already spent."""
+        llm = self.settings.llm
+        if self.gateway is None:
+            return None
+        budget = TaskBudget(max_cost=llm.task_budget_cost, max_tokens=llm.task_budget_tokens)
+        if budget.max_cost is not None or budget.max_tokens is not None:
+            spent, _ = await asyncio.to_thread(self.store.llm_usage, self.task_id)
+            budget.cost, budget.tokens = spent.cost, spent.tokens
+        return budget
+
+    def _stop_pending(self, order: list[str]) -> list[StepUpdate]:
+        updates = []
+        for sid in order:
+            if self.state[sid] is StepStatus.PENDING:
+                outcome = Outcome(
+                    step_id=sid, status=StepStatus.SKIPPED, error=f"not run: {self.stopped}"
+                )
+                self._apply([outcome])
+                updates.append(self._update(outcome))
+        return updates
+
     def _ready(self, order: list[str], deps: dict[str, set[str]]) -> list[str]:
         """Pending steps whose dependencies all succeeded, in plan order (scans only what may change)."""
         if self._pending is None:
@@ -199,6 +229,8 @@ class DagRun:
                 self.errors[o.step_id] = o.error
             if o.attempt:
                 self.attempts[o.step_id] = o.attempt
+            if o.stop_task and not self.stopped:
+                self.stopped = o.stop_task
             updates.append(self._update(o))
             artifacts += [
                 ArtifactRecord(
@@ -271,7 +303,7 @@ class DagRun:
         states = [self.state[s] for s in order]
         if self.cancelled:
             return TaskStatus.CANCELLED
-        if StepStatus.FAILED in states:
+        if StepStatus.FAILED in states or self.stopped:
             return TaskStatus.FAILED
         if StepStatus.AWAITING_APPROVAL in states:
             return TaskStatus.AWAITING_APPROVAL
@@ -392,12 +424,26 @@ class DagRun:
                 config=self.settings.tools,
                 home=self.settings.home,
             )
+            scope = CallScope(task_id=self.task_id, step_id=step.id, budget=self.budget)
+            if self.gateway is not None:
+                ctx.llm = BoundLlm(self.gateway, scope)
             try:
                 async with asyncio.timeout(timeout):
                     output = await self._invoke(tool, args, ctx)
             except TimeoutError:
                 err: ToolError = ToolTimeoutError(
                     f"timed out after {timeout:g} s", tool_id=tool.tool_id
+                )
+            except BudgetExceededError as exc:
+                return Outcome(
+                    step_id=step.id,
+                    status=StepStatus.FAILED,
+                    error=str(exc),
+                    attempt=attempt,
+                    started=started,
+                    duration_ms=(time.perf_counter() - t0) * 1000,
+                    cost=scope.cost,
+                    stop_task=f"budget exceeded: {exc}",
                 )
             except ToolError as exc:
                 err = exc
@@ -415,8 +461,11 @@ class DagRun:
                     attempt=attempt,
                     started=started,
                     duration_ms=(time.perf_counter() - t0) * 1000,
-                    cost=tool.spec.estimated_cost,
+                    cost=scope.cost if scope.calls else tool.spec.estimated_cost,
                     artifacts=ctx.artifacts,
+                    stop_task=f"budget exceeded: {over}"
+                    if self.budget is not None and (over := self.budget.over())
+                    else None,
                 )
             if err.transient and n < step.retries:
                 delay = (
@@ -436,6 +485,7 @@ class DagRun:
                 attempt=attempt,
                 started=started,
                 duration_ms=(time.perf_counter() - t0) * 1000,
+                cost=scope.cost,
             )
         raise AssertionError("unreachable: the loop always returns")
 

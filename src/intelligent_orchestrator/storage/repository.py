@@ -19,6 +19,8 @@ from ..domain.models import (
     Approval,
     ApprovalStatus,
     ExecutionPlan,
+    LlmCall,
+    LlmUsage,
     StepRun,
     StepStatus,
     Task,
@@ -31,6 +33,7 @@ from .tables import (
     ArtifactRow,
     ExecutorRow,
     FeedbackRow,
+    LlmCallRow,
     SideEffectRow,
     StepRunRow,
     TaskRow,
@@ -261,6 +264,65 @@ class Store:
                 sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)
             ).all()
             return [_step(r) for r in rows]
+
+    # Model calls -------------------------------------------------------------------------
+    def record_llm_calls(self, calls: Sequence[LlmCall]) -> None:
+        if not calls:
+            return
+        with self.session() as s, s.begin():
+            s.execute(sa.insert(LlmCallRow), [c.model_dump() for c in calls])
+
+    def llm_usage(self, task_id: str) -> tuple[LlmUsage, dict[str | None, LlmUsage]]:
+        """The task's model usage in total and per step."""
+        c = LlmCallRow
+        with self.read() as s:
+            rows = s.execute(
+                sa.select(
+                    c.step_id,
+                    sa.func.count(),
+                    sa.func.count(c.error),
+                    sa.func.coalesce(sa.func.sum(c.input_tokens), 0),
+                    sa.func.coalesce(sa.func.sum(c.output_tokens), 0),
+                    sa.func.coalesce(sa.func.sum(c.cost), 0.0),
+                )
+                .where(c.task_id == task_id)
+                .group_by(c.step_id)
+            ).all()
+        per_step = {
+            step: LlmUsage(
+                calls=n, failed_calls=failed, input_tokens=i, output_tokens=o, cost=float(cost)
+            )
+            for step, n, failed, i, o, cost in rows
+        }
+        total = LlmUsage(
+            calls=sum(u.calls for u in per_step.values()),
+            failed_calls=sum(u.failed_calls for u in per_step.values()),
+            input_tokens=sum(u.input_tokens for u in per_step.values()),
+            output_tokens=sum(u.output_tokens for u in per_step.values()),
+            cost=sum(u.cost for u in per_step.values()),
+        )
+        return total, per_step
+
+    def llm_calls(self, task_id: str) -> list[LlmCall]:
+        with self.read() as s:
+            rows = s.scalars(
+                sa.select(LlmCallRow).where(LlmCallRow.task_id == task_id).order_by(LlmCallRow.id)
+            ).all()
+        return [
+            LlmCall(
+                model=r.model,
+                purpose=r.purpose,
+                task_id=r.task_id,
+                step_id=r.step_id,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                latency_ms=r.latency_ms,
+                cost=r.cost,
+                error=r.error,
+                created_at=_aware(r.created_at),
+            )
+            for r in rows
+        ]
 
     def write_steps(
         self,

@@ -135,3 +135,22 @@ class ExecutorRow(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     recovered_by: Mapped[str | None] = mapped_column(sa.String(100))
     recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LlmCallRow(Base):
+    """One model call: which model, for what, what it cost."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (sa.Index("ix_llm_calls_task_step", "task_id", "step_id"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    step_id: Mapped[str | None] = mapped_column(sa.String(64))
+    model: Mapped[str] = mapped_column(sa.String(200))
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    input_tokens: Mapped[int] = mapped_column(sa.Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(sa.Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(sa.Float)
+    cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

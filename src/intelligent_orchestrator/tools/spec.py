@@ -15,7 +15,8 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from ..domain.models import ToolSpecification
-from ..errors import ConfigError, ToolInputError
+from ..errors import ConfigError, ToolError, ToolInputError
+from ..llm import BoundLlm
 from ..settings import ToolSettings
 
 Implementation = Callable[[dict[str, Any], "ToolContext"], Awaitable[Any]]
@@ -48,6 +49,15 @@ class ToolContext:
     home: Path | None = (
         None  # ORCHESTRATOR_HOME, for tools that write outside the workspace (published/)
     )
+    llm: BoundLlm | None = None  # the model gateway, bound to this step
+
+    def require_llm(self) -> BoundLlm:
+        if self.llm is None:
+            raise ToolError(
+                "this tool needs a model, and no model gateway is configured here",
+                tool_id=None,
+            )
+        return self.llm
 
     @property
     def artifacts_dir(self) -> Path:
