@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib
 import importlib.resources
 import json
 import logging
@@ -122,7 +123,7 @@ def local_server(
         if running is not None:
             return running[0]
         try:
-            import xllamacpp
+            xllamacpp: Any = importlib.import_module("xllamacpp")  # the optional `local` extra
         except ImportError:
             raise ConfigError(
                 f"the embedded model needs xllamacpp: {INSTALL_HINT}", setting="models.local"
