@@ -17,6 +17,22 @@ EXPECTED = {
     "send_email": "communication",
     "publish_post": "publishing",
     "post_webhook": "network",
+    "research": "research",
+    "write_content": "content",
+    "summarize": "content",
+    "translate": "language",
+    "extract": "data",
+    "qa_review": "quality",
+    "seo_optimize": "marketing",
+}
+LLM_TOOLS = {
+    "research",
+    "write_content",
+    "summarize",
+    "translate",
+    "extract",
+    "qa_review",
+    "seo_optimize",
 }
 
 
@@ -24,12 +40,35 @@ def test_catalogue_ids_categories_and_costs() -> None:
     tools = builtin_tools()
     assert {t.tool_id: t.spec.category for t in tools} == EXPECTED
     for t in tools:
-        assert t.spec.estimated_cost == 0
-        assert 0 < t.spec.timeout_seconds <= 120
+        if t.tool_id in LLM_TOOLS:  # model calls cost something and take longer
+            assert 0 < t.spec.estimated_cost < 0.01
+            assert t.spec.timeout_seconds >= 300
+        else:
+            assert t.spec.estimated_cost == 0
+            assert 0 < t.spec.timeout_seconds <= 120
         assert len(t.spec.description) > 30, t.tool_id
         assert t.spec.input_schema["type"] == "object"
         assert t.spec.output_schema["type"] == "object", t.tool_id
     assert ToolRegistry(tools).specs()[0].tool_id == "business_metrics"
+    # DESIGN.md's catalogue, exactly
+    assert set(EXPECTED) == {
+        "research",
+        "http_request",
+        "write_content",
+        "summarize",
+        "translate",
+        "extract",
+        "qa_review",
+        "seo_optimize",
+        "query_data",
+        "business_metrics",
+        "chart",
+        "read_file",
+        "write_file",
+        "send_email",
+        "publish_post",
+        "post_webhook",
+    }
 
 
 def test_input_schemas_carry_descriptions_and_bounds() -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError, NotFoundError, OrchestratorError, WorkflowValidationError
-from . import admin, tasks
+from . import admin, models, tasks
 from .output import stderr
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("tools")(admin.tools)
 app.command("worker")(admin.worker)
 app.command("serve")(admin.serve)
 app.add_typer(admin.db_app, name="db")
+app.add_typer(models.models_app, name="models")
 
 
 def main() -> None:

