@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -161,6 +163,55 @@ class Orchestrator:
 
     def list_tools(self) -> list[ToolSpecification]:
         return self.registry.specs()
+
+    @property
+    def mcp_catalogue_file(self) -> Path:
+        return self.settings.home / "mcp-tools.json"
+
+    def _read_catalogue(self, config_file: Path) -> tuple[str, dict[str, Any] | None]:
+        fingerprint = hashlib.sha256(config_file.read_bytes()).hexdigest()
+        return fingerprint, _read_json(self.mcp_catalogue_file)
+
+    def _write_catalogue(self, catalogue: dict[str, Any]) -> None:
+        tmp = self.mcp_catalogue_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(catalogue))
+        tmp.replace(self.mcp_catalogue_file)
+
+    async def tool_catalogue(self, *, refresh: bool = False) -> dict[str, Any]:
+        """Every tool's specification, with the MCP servers' tools and how discovery went.
+
+        MCP tools come from the last discovery (``HOME/mcp-tools.json``, written at every
+        discovery) while ``tools.mcp.config_file`` is unchanged; ``refresh`` (or a changed or
+        missing catalogue) discovers again, starting the servers.
+        """
+        cfg = self.settings.tools.mcp
+        own = [s for s in self.list_tools() if not s.source.startswith("mcp:")]
+        if cfg.config_file is None:
+            return {"tools": own, "mcp": None}
+        fingerprint, cached = await asyncio.to_thread(self._read_catalogue, cfg.config_file)
+        if refresh or cached is None or cached.get("config_sha256") != fingerprint:
+            report = await self.load_mcp_tools()  # this process's discovery, or a new one
+            assert report is not None
+            cached = {
+                "config_sha256": fingerprint,
+                "discovered_at": time.time(),
+                "duration_seconds": round(report.duration_seconds, 3),
+                "servers": {
+                    name: {
+                        "error": r.error,
+                        "seconds": round(r.duration_seconds, 3),
+                        "tools": r.tool_ids,
+                    }
+                    for name, r in report.servers.items()
+                },
+                "specs": [t.spec.model_dump(mode="json") for t in report.tools],
+            }
+            await asyncio.to_thread(self._write_catalogue, cached)
+            cached["cached"] = False
+        else:
+            cached["cached"] = True
+        mcp_specs = [ToolSpecification.model_validate(d) for d in cached.pop("specs", [])]
+        return {"tools": sorted(own + mcp_specs, key=lambda s: s.tool_id), "mcp": cached}
 
     # Workflows ---------------------------------------------------------------------------
     def load_workflow(
@@ -363,3 +414,11 @@ class Orchestrator:
             )
         await asyncio.to_thread(self.store.cancel_approvals, task_id)
         return await self.get_task(task_id)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

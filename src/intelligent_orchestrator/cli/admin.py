@@ -19,15 +19,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document a
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 
 
-def tools(json_: JsonOpt = False) -> None:
-    """List the registered tools (built-in, plugins, and the MCP servers' tools, discovered now)."""
+def tools(
+    json_: JsonOpt = False,
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="Discover the MCP servers' tools again (starts them)."),
+    ] = False,
+) -> None:
+    """List the tools: built-in, plugins, and the MCP servers' tools (from the last discovery)."""
 
     async def go(orch: Orchestrator) -> None:
-        await orch.load_mcp_tools()  # a failing server is logged to stderr, its tools left out
-        specs = orch.list_tools()
+        # a failing server is logged to stderr and reported; its tools are left out
+        catalogue = await orch.tool_catalogue(refresh=refresh)
+        specs = catalogue["tools"]
+        mcp = catalogue["mcp"]
         if json_:
-            emit_json({"data": [s.model_dump(mode="json") for s in specs], "count": len(specs)})
+            emit_json(
+                {
+                    "data": [s.model_dump(mode="json") for s in specs],
+                    "count": len(specs),
+                    "mcp": mcp,
+                }
+            )
             return
+        if mcp is not None:
+            how = "cached" if mcp["cached"] else "discovered now"
+            stderr.print(
+                f"MCP: {len(mcp['servers'])} server(s), {how} "
+                f"({mcp['duration_seconds']} s; `--refresh` discovers again)"
+            )
+            for name, server in mcp["servers"].items():
+                if server["error"]:
+                    stderr.print(f"  [red]{name}[/]: {server['error']}")
         table = Table(title=f"{len(specs)} tool(s)", title_justify="left")
         for col in ("tool", "category", "source", "side effects", "inputs", "description"):
             table.add_column(col)

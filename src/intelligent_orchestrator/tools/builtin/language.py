@@ -9,12 +9,13 @@ their sources where they have any.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from pydantic_ai import StructuredDict
 
 from intelligent_orchestrator.errors import ToolInputError
@@ -181,7 +182,7 @@ async def research(
         ),
         prompt=f"Question: {query}\n\nSources:\n{sources}\n\n"
         "Answer with a summary (at most 4 sentences) and up to 5 key points.",
-        max_tokens=500,
+        max_tokens=700,
     )
     valid = {f.n for f in findings}
     points = [p for p in notes.key_points if p.strip()]
@@ -220,6 +221,20 @@ class ContentOutput(BaseModel):
 class _Draft(BaseModel):
     title: str = Field(max_length=120)
     body: str
+
+
+@functools.cache
+def _draft_type(max_chars: int) -> type[_Draft]:
+    """A draft whose body the JSON grammar itself caps: a small model cannot ramble past it
+    and leave the JSON unclosed when it hits max_tokens."""
+    return create_model("_Draft", __base__=_Draft, body=(str, Field(max_length=max_chars)))
+
+
+def _length_bucket(words: int) -> int:
+    for limit in (50, 100, 200, 400, 800, 1600):
+        if words <= limit:
+            return limit
+    return 3000
 
 
 _KIND_HINTS = {
@@ -266,15 +281,16 @@ async def write_content(
         prompt += f"\n\nMaterial:\n{material}"
     if sources:
         prompt += f"\n\nSources (cite as [n] where you use them):\n{source_list}"
+    bucket = _length_bucket(length_words)
     draft = await ctx.require_llm().generate(
-        _Draft,
+        _draft_type(bucket * 9),  # ~6 characters a word, with room to spare
         purpose="writer",
         instructions=(
             "You are a careful business writer. Use only facts from the brief and material; "
             "never invent figures. Return the title and the body (Markdown)."
         ),
         prompt=prompt,
-        max_tokens=min(4000, int(length_words * 2.2) + 150),
+        max_tokens=bucket * 4 + 200,
     )
     body = draft.body.strip()
     return ContentOutput(
@@ -324,7 +340,7 @@ async def summarize(
         purpose="writer",
         instructions="You write faithful, concise summaries. Keep names and figures exact.",
         prompt=f"Summarise in {shape}, at most {max_words} words:\n\n{_clip(source)}",
-        max_tokens=int(max_words * 2) + 60,
+        max_tokens=max_words * 3 + 120,
     )
     summary = _limit_words(result.summary.strip(), max_words)
     return SummaryOutput(
@@ -382,7 +398,7 @@ async def translate(
             + (f" from {source_language}" if source_language else "")
             + f":\n\n{_clip(text)}"
         ),
-        max_tokens=min(4000, int(len(text) / 2) + 100),
+        max_tokens=min(4000, len(text) + 100),
     )
     return TranslationOutput(
         translation=result.translation.strip(),
