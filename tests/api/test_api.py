@@ -11,6 +11,9 @@ from fastapi import FastAPI
 from intelligent_orchestrator.api import create_app
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
+from tests.api.conftest import asgi_client
+from tests.conftest import build_registry
+from tests.support.models import scripted
 from tests.support.tools import outbox
 
 API = "/api/orchestrator"
@@ -404,3 +407,26 @@ async def test_rerun_makes_a_new_task_with_the_same_plan(client, serve_orch) -> 
     assert doc["task"]["plan"]["name"] == "again"
     assert doc["outputs"]["a"] == {"value": 9}
     assert (await client.post("/api/orchestrator/rerun/nope")).status_code == 404
+
+
+async def test_status_reports_model_usage_per_step_and_task(settings: Settings) -> None:
+    script = scripted({"summary": "Sales rose."})
+    orch = Orchestrator(settings, registry=build_registry(settings), models={"local": script.model})
+    await orch.start_engine(kind="serve", listen=True)
+    try:
+        async with asgi_client(create_app(settings, orchestrator=orch)) as c:
+            content = (
+                "name: s\nsteps:\n  - id: short\n    tool: summarize\n"
+                "    inputs: {text: 'Sales rose 5% in May and 7% in June.', max_words: 10}\n"
+            )
+            task_id = await submit(c, content, format="yaml")
+            body = await poll(c, task_id, {"succeeded", "failed"})
+    finally:
+        await orch.close()
+    assert body["task"]["status"] == "succeeded"
+    assert body["outputs"]["short"]["summary"] == "Sales rose."
+    [step] = body["steps"]
+    assert step["llm"]["calls"] == 1
+    assert step["llm"]["input_tokens"] > 0
+    assert body["llm"]["calls"] == 1
+    assert body["llm"]["output_tokens"] == step["llm"]["output_tokens"]

@@ -318,3 +318,27 @@ def test_every_language_tool_output_is_json(ctx: ToolContext) -> None:
     for t in (research, write_content, summarize, translate, extract, qa_review, seo_optimize):
         assert t.spec.output_schema["type"] == "object"
         assert json.dumps(t.spec.input_schema)
+
+
+async def test_research_fetches_urls_and_cites_them(ctx: ToolContext, knowledge: Path) -> None:
+    import httpx
+
+    def page(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/pricing":
+            html = (
+                "<html><body><p>Enterprise pricing starts at 900 EUR per month.</p></body></html>"
+            )
+            return httpx.Response(200, text=html, headers={"content-type": "text/html"})
+        return httpx.Response(404, text="missing")
+
+    ctx.http_transport = httpx.MockTransport(page)
+    script = scripted({"summary": "Enterprise starts at 900 EUR [1].", "key_points": []})
+    out = await run(
+        research,
+        with_model(ctx, script),
+        query="enterprise pricing per month",
+        urls=["https://example.com/pricing", "https://example.com/gone"],
+    )
+    assert out["findings"][0]["document"] == "https://example.com/pricing"
+    assert out["findings"][0]["passage"] == "Enterprise pricing starts at 900 EUR per month."
+    assert any("gone" in u and "404" in u for u in out["unreadable"])
