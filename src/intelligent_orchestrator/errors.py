@@ -24,6 +24,7 @@ OrchestratorError
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class OrchestratorError(Exception):
@@ -66,6 +67,15 @@ class WorkflowValidationError(OrchestratorError):
 
 class PlanningError(OrchestratorError):
     """Planning could not produce a plan."""
+
+
+class ClarificationNeeded(PlanningError):
+    """The request cannot be planned as asked; ``question`` is for the user."""
+
+    def __init__(self, question: str, *, plan: Any = None) -> None:
+        super().__init__(question)
+        self.question = question
+        self.plan = plan
 
 
 class InvalidPlanError(PlanningError):

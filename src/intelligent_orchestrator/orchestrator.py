@@ -27,9 +27,10 @@ from .domain.models import (
 )
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
-from .errors import ConflictError
+from .errors import ClarificationNeeded, ConflictError
 from .llm import ModelGateway
 from .planning import validate_plan
+from .planning.planner import Planner
 from .settings import Settings
 from .storage import (
     StepUpdate,
@@ -41,6 +42,7 @@ from .storage import (
     utcnow,
 )
 from .tools.builtin import builtin_tools
+from .tools.builtin.knowledge import Bm25, Passage
 from .tools.mcp import DiscoveryReport, discover, register_mcp_tools
 from .tools.registry import ToolRegistry
 from .tools.spec import Implementation, Tool
@@ -96,6 +98,7 @@ class Orchestrator:
         self.http_transport = http_transport
         self.gateway = ModelGateway(settings, models=models, sink=self._record_llm_call)
         self.host: EngineHost | None = None
+        self._planner: Planner | None = None
         self._client: QueueClient | None = None
         self._mcp: DiscoveryReport | None = None
 
@@ -243,6 +246,58 @@ class Orchestrator:
         )
         await self._dispatch(task.task_id, 0, run_here=run_here)
         return task
+
+    # Planning ----------------------------------------------------------------------------
+    @property
+    def planner(self) -> Planner:
+        if self._planner is None or self._planner.registry is not self.registry:
+            self._planner = Planner(
+                self.registry,
+                self.gateway,
+                workspace=self.settings.workspace,
+                memory=self._similar_requests,
+            )
+        return self._planner
+
+    async def plan(self, request: str, *, model: str | None = None) -> ExecutionPlan:
+        """Plan a plain-language request; a plan with ``clarification`` set has no steps."""
+        await self.load_mcp_tools()  # MCP tools are candidates too
+        return await self.planner.plan(request, model=model)
+
+    async def process_request(
+        self,
+        request: str,
+        user_id: str | None = None,
+        business_metrics: dict[str, float] | None = None,
+        *,
+        model: str | None = None,
+        auto_approve: bool = False,
+        run_here: bool | None = None,
+    ) -> tuple[Task, ExecutionPlan]:
+        """Plan ``request`` and start it; raises :class:`PlanningError` with the question when
+        the request needs clarification."""
+        plan = await self.plan(request, model=model)
+        if plan.clarification is not None:
+            raise ClarificationNeeded(plan.clarification, plan=plan)
+        if business_metrics:
+            plan.metadata["business_metrics"] = business_metrics
+        task = await self.submit(
+            plan, request=request, user_id=user_id, auto_approve=auto_approve, run_here=run_here
+        )
+        return task, plan
+
+    def _similar_requests(self, request: str) -> list[tuple[str, list[str], float]]:
+        """Past successful requests most like this one, with the tools their plans used."""
+        past = self.store.recent_requests(limit=500)
+        if not past:
+            return []
+        items = [Passage(str(i), 1, r) for i, (r, _) in enumerate(past)]
+        hits = Bm25(items).search(request, top_k=3)
+        best = max((s for _, s in hits), default=1.0) or 1.0
+        return [
+            (past[int(p.document)][0], past[int(p.document)][1], round(s / best, 2))
+            for p, s in hits
+        ]
 
     async def rerun(self, task_id: str, *, run_here: bool | None = None) -> Task:
         """Run a task's plan again as a new task (a finished task is never restarted in place)."""

@@ -139,6 +139,10 @@ class ModelConfig(BaseModel):
     )
     fallback: str | None = Field(default=None, description="Model to try when this one fails.")
     temperature: float = Field(default=0.2, ge=0, le=2)
+    plans_whole_dag: bool = Field(
+        default=False,
+        description="A capable model: the planner lets it propose the whole DAG (then checks it).",
+    )
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -345,6 +345,8 @@ async def test_openapi_lists_every_route_with_operation_ids(idle_client: httpx.A
     assert ops == {
         ("GET", "/healthz"): "health-healthz",
         ("POST", f"{API}/workflows"): "tasks-submit_workflow",
+        ("POST", f"{API}/plan"): "tasks-plan_request",
+        ("POST", f"{API}/process"): "tasks-process_request",
         ("GET", f"{API}/status/{{task_id}}"): "tasks-get_status",
         ("GET", f"{API}/approval/{{task_id}}"): "tasks-get_approval",
         ("POST", f"{API}/approve/{{task_id}}"): "tasks-decide_approval",

@@ -8,10 +8,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from intelligent_orchestrator.errors import (
+    ClarificationNeeded,
     ConfigError,
     ConflictError,
     NotFoundError,
     OrchestratorError,
+    PlanningError,
     ToolError,
     ToolNotFoundError,
     WorkflowValidationError,
@@ -21,6 +23,7 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     NotFoundError: status.HTTP_404_NOT_FOUND,
     ToolNotFoundError: status.HTTP_404_NOT_FOUND,
     ConflictError: status.HTTP_409_CONFLICT,
+    PlanningError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     WorkflowValidationError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     ConfigError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     OrchestratorError: status.HTTP_400_BAD_REQUEST,
@@ -51,6 +54,8 @@ def error_body(exc: OrchestratorError) -> dict[str, Any]:
             body["task_id"] = exc.task_id
         case ConfigError():
             body["setting"] = exc.setting
+        case ClarificationNeeded():
+            body["clarification"] = exc.question
         case ToolError():
             body["tool_id"] = exc.tool_id
         case _:

@@ -39,6 +39,28 @@ class WorkflowSubmit(BaseModel):
     )
 
 
+class PlanRequest(BaseModel):
+    """A plain-language request to plan (and, for /process, to start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: str = Field(min_length=1, max_length=20_000, description="What you want done.")
+    model: str | None = Field(default=None, description="A configured model for planning.")
+    user_id: str | None = Field(default=None, max_length=200)
+    business_metrics: dict[str, float] | None = Field(
+        default=None, description="Metrics to relate this task's outcome to (kept with the plan)."
+    )
+    auto_approve: bool = Field(default=False, description="Approve every gate of the task.")
+
+
+class ProcessAccepted(BaseModel):
+    """A request planned and started."""
+
+    task_id: str
+    status: TaskStatus
+    plan: ExecutionPlan
+
+
 class TaskCreated(BaseModel):
     """A task accepted for execution."""
 

@@ -8,13 +8,20 @@ import sys
 import typer
 from rich.markup import escape
 
-from ..errors import ConfigError, NotFoundError, OrchestratorError, WorkflowValidationError
+from ..errors import (
+    ClarificationNeeded,
+    ConfigError,
+    NotFoundError,
+    OrchestratorError,
+    WorkflowValidationError,
+)
 from . import admin, models, tasks
 from .output import stderr
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Durable, approved workflows of tool calls."
 )
+app.command("plan")(tasks.plan)
 app.command("run")(tasks.run)
 app.command("status")(tasks.status)
 app.command("approve")(tasks.approve)
@@ -40,6 +47,9 @@ def main() -> None:
     except typer.Abort:
         stderr.print("aborted")
         sys.exit(130)
+    except ClarificationNeeded as exc:
+        stderr.print(f"[yellow]clarification needed:[/] {escape(exc.question)}")
+        sys.exit(4)
     except (ConfigError, WorkflowValidationError, NotFoundError) as exc:
         stderr.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)

@@ -8,9 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
-from ..domain.models import ExecutionResult, StepStatus, Task, TaskStatus
+from ..domain.models import ExecutionPlan, ExecutionResult, StepStatus, Task, TaskStatus
+from ..planning.validate import execution_order, step_dependencies
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -130,3 +133,40 @@ def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_plan(plan: ExecutionPlan, *, console: Console | None = None) -> None:
+    """The plan as a tree of parallel branches, then its requirements, reasoning and warnings."""
+    out = console or stdout
+    if plan.clarification is not None:
+        out.print(f"[yellow]clarification needed:[/] {plan.clarification}")
+        for line in plan.reasoning:
+            out.print(f"  [dim]{escape(line)}[/]")
+        return
+    deps = {s.id: sorted(step_dependencies(s)) for s in plan.steps}
+    tree = Tree(f"[bold]{escape(plan.intent or plan.name)}[/]")
+    nodes: dict[str, Tree] = {}
+    for sid in execution_order(plan):
+        step = plan.step(sid)
+        gate = " [yellow](approval)[/]" if step.requires_approval or _side_effect(step.tool) else ""
+        label = f"[bold]{sid}[/] {step.tool}{gate}"
+        if len(deps[sid]) > 1:
+            label += f" [dim]← {', '.join(deps[sid])}[/]"
+        parent = nodes.get(deps[sid][-1]) if deps[sid] else tree
+        nodes[sid] = (parent or tree).add(label)
+    out.print(tree)
+    est = []
+    if plan.estimated_duration_seconds is not None:
+        est.append(f"critical path ~{plan.estimated_duration_seconds:g} s")
+    if plan.estimated_cost is not None:
+        est.append(f"estimated cost {plan.estimated_cost:.4f} USD")
+    if est:
+        out.print(", ".join(est))
+    for w in plan.warnings:
+        out.print(f"[yellow]warning:[/] {escape(w)}")
+    for line in plan.reasoning:
+        out.print(f"  [dim]{escape(line)}[/]")
+
+
+def _side_effect(tool: str) -> bool:
+    return tool in ("send_email", "publish_post", "post_webhook")

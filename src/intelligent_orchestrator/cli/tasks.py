@@ -14,7 +14,15 @@ from ..examples import example_path, install_example_data
 from ..orchestrator import Orchestrator
 from ..planning import validate_plan
 from ._common import run_with
-from .output import emit_json, exit_code, stderr, stdout, steps_table, tasks_table
+from .output import (
+    emit_json,
+    exit_code,
+    print_plan,
+    stderr,
+    stdout,
+    steps_table,
+    tasks_table,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
 
@@ -50,7 +58,31 @@ def _finish(result: ExecutionResult, *, json_: bool) -> None:
     raise typer.Exit(exit_code(result.task.status))
 
 
+def plan(
+    request: Annotated[str, typer.Argument(help="What you want done, in plain language.")],
+    json_: JsonOpt = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A configured model (default: llm.planner).")
+    ] = None,
+) -> None:
+    """Plan a request: print the steps, their parallel branches and the reasoning."""
+
+    async def go(orch: Orchestrator) -> None:
+        result = await orch.plan(request, model=model)
+        if json_:
+            emit_json(result)
+        else:
+            print_plan(result)
+        if result.clarification is not None:
+            raise typer.Exit(4)
+
+    run_with(go)
+
+
 def run(
+    request: Annotated[
+        str | None, typer.Argument(help="A plain-language request (or use --plan/--example).")
+    ] = None,
     plan: Annotated[
         Path | None, typer.Option("--plan", "-p", help="Workflow file (YAML or JSON).")
     ] = None,
@@ -65,23 +97,39 @@ def run(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Approve every gate of this task.")
     ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Planner model for a request.")
+    ] = None,
 ) -> None:
-    """Run a workflow file as a durable task."""
+    """Run a request (planned first), a workflow file or a bundled example as a durable task."""
 
-    if (plan is None) == (example is None):
-        raise typer.BadParameter("give exactly one of --plan FILE or --example NAME")
+    if sum(x is not None for x in (request, plan, example)) != 1:
+        raise typer.BadParameter('give exactly one of "REQUEST", --plan FILE or --example NAME')
 
     async def go(orch: Orchestrator) -> None:
-        if example is not None:
-            path = example_path(example)
-            install_example_data(orch.settings.workspace)
+        if request is not None:
+            workflow = await orch.plan(request, model=model)
+            if workflow.clarification is not None:
+                if json_:
+                    emit_json(workflow)
+                else:
+                    stderr.print(f"[yellow]{workflow.clarification}[/]")
+                raise typer.Exit(4)
+            if not json_:
+                print_plan(workflow, console=stderr)
         else:
-            assert plan is not None
-            path = plan
-        workflow = load_workflow_file(path)
+            if example is not None:
+                path = example_path(example)
+                install_example_data(orch.settings.workspace)
+            else:
+                assert plan is not None
+                path = plan
+            workflow = load_workflow_file(path)
         validate_plan(workflow, orch.registry)
         if not wait:
-            task = await orch.submit(workflow, auto_approve=auto_approve, run_here=False)
+            task = await orch.submit(
+                workflow, request=request, auto_approve=auto_approve, run_here=False
+            )
             if json_:
                 emit_json({"task_id": task.task_id, "status": task.status.value})
             else:
@@ -93,7 +141,9 @@ def run(
                 )
             return
         await orch.start_engine(kind="cli", listen=False)
-        task = await orch.submit(workflow, auto_approve=auto_approve, run_here=True)
+        task = await orch.submit(
+            workflow, request=request, auto_approve=auto_approve, run_here=True
+        )
         if not json_:
             stderr.print(f"task [bold]{task.task_id}[/]")
         result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 TaskId = NewType("TaskId", str)
 StepId = NewType("StepId", str)
@@ -108,6 +108,30 @@ class WorkflowStep(BaseModel):
     requires_approval: bool | None = None
 
 
+class Requirements(BaseModel):
+    """What a request asks for, as the planner understood it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str | None = None
+    audience: str | None = None
+    tone: str | None = None
+    length_words: int | None = None
+    channels: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list, description="Translations asked for.")
+    files: list[str] = Field(default_factory=list, description="Workspace files named.")
+    urls: list[str] = Field(default_factory=list)
+    deadlines: list[str] = Field(default_factory=list)
+    recipients: list[str] = Field(default_factory=list)
+    needs: list[str] = Field(default_factory=list, description="Capabilities the request needs.")
+    side_effects: list[str] = Field(
+        default_factory=list,
+        description="Actions the user's own words ask for: send_email, publish, webhook, save.",
+    )
+    draft_only: bool = Field(default=False, description="The user said not to send/post yet.")
+    constraints: list[str] = Field(default_factory=list)
+
+
 class ExecutionPlan(BaseModel):
     """A workflow blueprint: a DAG of steps."""
 
@@ -117,6 +141,10 @@ class ExecutionPlan(BaseModel):
     name: str = "workflow"
     description: str | None = None
     intent: str | None = None
+    clarification: str | None = Field(
+        default=None,
+        description="A question for the user when the request cannot be planned (steps empty).",
+    )
     steps: list[WorkflowStep] = Field(description="The steps; at least one.")
     requires_approval: bool = Field(
         default=False, description="Park the whole task for approval before any step runs."
@@ -124,11 +152,17 @@ class ExecutionPlan(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
     reasoning: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    requirements: Requirements | None = None
+    warnings: list[str] = Field(default_factory=list)
+    estimated_cost: float | None = Field(default=None, ge=0)
+    estimated_duration_seconds: float | None = Field(
+        default=None, ge=0, description="Critical path."
+    )
 
     @field_validator("steps")
     @classmethod
-    def _non_empty(cls, steps: list[WorkflowStep]) -> list[WorkflowStep]:
-        if not steps:
+    def _non_empty(cls, steps: list[WorkflowStep], info: ValidationInfo) -> list[WorkflowStep]:
+        if not steps and not info.data.get("clarification"):
             raise ValueError("a workflow needs at least one step")
         return steps
 

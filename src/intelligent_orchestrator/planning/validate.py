@@ -23,6 +23,8 @@ def step_dependencies(step: WorkflowStep) -> set[str]:
 def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
     """Raise :class:`WorkflowValidationError` listing every problem, or return if the plan is sound."""
     problems: list[str] = []
+    if plan.clarification is not None:
+        problems.append(f"the plan has no steps; it needs clarification: {plan.clarification}")
     ids = [s.id for s in plan.steps]
     seen: set[str] = set()
     for sid in ids:

@@ -16,12 +16,14 @@ from intelligent_orchestrator.api.schemas import (
     ApprovalDecision,
     ApprovalPublic,
     ErrorPublic,
+    PlanRequest,
+    ProcessAccepted,
     TaskCreated,
     TasksPublic,
     TaskStatusPublic,
     WorkflowSubmit,
 )
-from intelligent_orchestrator.domain.models import Task, TaskStatus
+from intelligent_orchestrator.domain.models import ExecutionPlan, Task, TaskStatus
 
 router = APIRouter(prefix="/api/orchestrator", tags=["tasks"])
 
@@ -43,6 +45,36 @@ async def submit_workflow(body: WorkflowSubmit, orch: OrchestratorDep) -> TaskCr
     plan = orch.load_workflow(body.content, source="workflow", fmt=body.format)
     task = await orch.submit(plan, auto_approve=body.auto_approve)
     return TaskCreated(task_id=task.task_id, status=task.status)
+
+
+@router.post(
+    "/plan",
+    response_model=ExecutionPlan,
+    responses={422: {"model": ErrorPublic, "description": "The plan is invalid."}},
+)
+async def plan_request(body: PlanRequest, orch: OrchestratorDep) -> ExecutionPlan:
+    """Plan a request without running it. A request that cannot be planned returns 200 with
+    ``clarification`` (a question for the user) and no steps."""
+    return await orch.plan(body.request, model=body.model)
+
+
+@router.post(
+    "/process",
+    response_model=ProcessAccepted,
+    status_code=http_status.HTTP_202_ACCEPTED,
+    responses={422: {"model": ErrorPublic, "description": "Needs clarification, or invalid."}},
+)
+async def process_request(body: PlanRequest, orch: OrchestratorDep) -> ProcessAccepted:
+    """Plan a request and start it at once (the seed's ``process_request``); 422 with the
+    question when the request needs clarification."""
+    task, plan = await orch.process_request(
+        body.request,
+        body.user_id,
+        body.business_metrics,
+        model=body.model,
+        auto_approve=body.auto_approve,
+    )
+    return ProcessAccepted(task_id=task.task_id, status=task.status, plan=plan)
 
 
 @router.get("/status/{task_id}", response_model=TaskStatusPublic, responses=NOT_FOUND)
