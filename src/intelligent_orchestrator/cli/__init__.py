@@ -15,7 +15,7 @@ from ..errors import (
     OrchestratorError,
     WorkflowValidationError,
 )
-from . import admin, models, tasks
+from . import admin, evals, models, tasks
 from .output import stderr
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("worker")(admin.worker)
 app.command("serve")(admin.serve)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(models.models_app, name="models")
+app.add_typer(evals.eval_app, name="eval")
 
 
 def main() -> None:

@@ -16,7 +16,16 @@ from typing import Any
 
 from ..domain.models import Requirements, WorkflowStep
 from .requirements import _PUBLISH as _PUBLISH_VERB
-from .requirements import DATA_SUFFIXES, SOCIAL, TEXT_SUFFIXES, WEB, scoped_channels
+from .requirements import _SAVE as _SAVE_TARGET
+from .requirements import (
+    DATA_SUFFIXES,
+    SOCIAL,
+    TEXT_SUFFIXES,
+    WEB,
+    inline_content,
+    instructions_only,
+    scoped_channels,
+)
 
 KIND_FOR_CHANNEL = {
     "blog": "blog_post",
@@ -93,6 +102,31 @@ def _numeric_columns(path: Path, header: list[str]) -> list[str]:
         except ValueError:
             continue
     return out
+
+
+_METRIC_WORDS = {
+    "roi": "roi_pct", "return on investment": "roi_pct", "churn": "churn_rate_pct",
+    "cac": "cac", "acquisition cost": "cac", "conversion": "conversion_rate_pct",
+    "growth": "revenue_growth_pct", "profit": "profit", "margin": "profit",
+}  # fmt: skip
+
+
+def _banned_phrases(request: str) -> list[str]:
+    """Quoted phrases the request says must not be used."""
+    out: list[str] = []
+    for clause in re.split(r"(?<=[.!?;])\s+", request):
+        if re.search(
+            r"\b(phrases?|words?|avoid|banned|never say|doesn'?t use|not use)\b", clause, re.I
+        ):
+            out += [a or b for a, b in re.findall(r"\"([^\"]{2,60})\"|“([^”]{2,60})”", clause)]
+    return list(dict.fromkeys(out))
+
+
+def _metric_asked(low: str) -> str | None:
+    for word, field_name in _METRIC_WORDS.items():
+        if re.search(rf"\b{word}\b", low):
+            return field_name
+    return None
 
 
 def _extract_fields(request: str) -> dict[str, Any]:
@@ -184,15 +218,32 @@ def compose(
                 tables={"data": file},
             )
             material["data"] = ref("data", "rows")
+            metric = _metric_asked(low)
             if "metrics" in req.needs:
+                period = group or next(
+                    (h for h in header if h.lower() in ("month", "date", "period", "quarter")),
+                    None,
+                )
                 c.add(
                     "metrics",
                     "business_metrics",
                     "it asks for business metrics",
                     rows=ref("data", "rows"),
+                    columns={"period": period} if period else None,
                 )
                 material["metrics"] = ref("metrics", "totals")
-            if "chart" in req.needs:
+            if "chart" in req.needs and "metrics" in req.needs and metric is not None:
+                c.add(
+                    "chart",
+                    "chart",
+                    f"it asks for a chart of {metric}",
+                    rows=ref("metrics", "periods"),
+                    x="period",
+                    y=metric,
+                    kind="bar",
+                    title=slots.topic[:80] or None,
+                )
+            elif "chart" in req.needs:
                 x = (
                     group
                     or next((h for h in header if h not in numeric), None)
@@ -258,6 +309,39 @@ def compose(
         elif "research" in material:
             material["summary"] = ref("research", "summary")
 
+    if "qa" in req.needs and "write" not in req.needs:
+        text = _inline_text(request)
+        if text:
+            c.add(
+                "review",
+                "qa_review",
+                "it asks for a review of the text it gives",
+                text=text,
+                tone=req.tone,
+            )
+        elif doc_files:
+            read = c.add(
+                "read", "read_file", f"{doc_files[0]} is the text to review", path=doc_files[0]
+            )
+            c.add(
+                "review",
+                "qa_review",
+                "it asks for a review of a document",
+                text=ref(read, "content"),
+                tone=req.tone,
+            )
+
+    if (
+        "write" in req.needs
+        and doc_files
+        and not {"summarize", "extract", "translate"} & set(req.needs)
+        and "research" not in material
+    ):
+        read = c.add(
+            "read", "read_file", f"{doc_files[0]} is the material to write from", path=doc_files[0]
+        )
+        material["document"] = ref(read, "content")
+
     # Writing, one branch per channel ----------------------------------------------------
     deliverables = list(req.channels)
     if "send_email" in req.side_effects and "email" in deliverables and len(deliverables) > 1:
@@ -301,6 +385,8 @@ def compose(
                 "web copy is checked before it goes out",
                 text=ref(sid, "body"),
                 require_citations="research" in material,
+                banned_phrases=_banned_phrases(request) or None,
+                max_words=req.length_words if len(deliverables) == 1 else None,
             )
         if ch in WEB or "seo" in req.needs:
             c.add(
@@ -398,8 +484,9 @@ def compose(
                 )
     if "webhook" in req.side_effects:
         if req.urls:
+            sent = {"email": ref("send")} if any(st.id == "send" for st in c.steps) else {}
             payload = (
-                {ch: ref(sid) for ch, sid in written.items()}
+                {ch: ref(sid) for ch, sid in written.items()} | sent
                 or dict(material.items())
                 or {"request": slots.intent}
             )
@@ -413,19 +500,36 @@ def compose(
         else:
             c.warnings.append("a webhook was asked for, but no URL was given")
     if "save" in req.side_effects:
-        m = re.search(
-            r"\b(?:to|as|into|in)\s+(?:the\s+)?(?:file\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json))",
-            request,
-            re.I,
-        )
-        src = next(iter(written.values()), None) or summary_step
-        if m and src:
+        m = _SAVE_TARGET.search(instructions_only(request))
+        path = None
+        if m:
+            path = m.group(1)
+            if not re.search(r"\.\w+$", path):  # a folder: name the file after the topic
+                path = f"drafts/{re.sub(r'[^a-z0-9]+', '-', slots.topic.lower()).strip('-') or 'draft'}.md"
+        if not written and not translated and not summary_step and "extracted" in material:
+            written["report"] = c.add(
+                "write_report",
+                "write_content",
+                "the extracted fields are written up before they are saved",
+                kind="report",
+                brief=slots.brief,
+                inputs={"extracted": material["extracted"]},
+                length_words=150,
+            )
+        content = None
+        if written:
+            content = final_text(next(iter(written)))
+        elif len(translated) == 1:
+            content = ref(next(iter(translated.values())), "translation")
+        elif summary_step:
+            content = ref(summary_step, "summary")
+        if path and content:
             c.add(
                 "save",
                 "write_file",
                 "the request says to save it",
-                path=m.group(1),
-                content=ref(src, "body" if src != summary_step else "summary"),
+                path=path,
+                content=content,
             )
 
     missing = sorted({s.tool for s in c.steps} - tools)
@@ -438,8 +542,4 @@ def compose(
 
 
 def _inline_text(request: str) -> str | None:
-    """Text given in the request itself: after a colon, or in quotes."""
-    m = re.search(r":\s*(.{20,})$", request, re.S) or re.search(
-        r"[\"“](.{20,}?)[\"”]", request, re.S
-    )
-    return m.group(1).strip() if m else None
+    return inline_content(request)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
+from pydantic_ai import StructuredDict
 
 from ..domain.models import ExecutionPlan, Requirements, WorkflowStep
 from ..domain.refs import find_references
@@ -29,11 +31,12 @@ from ..llm import ModelGateway
 from ..tools.builtin.knowledge import Bm25, Passage
 from ..tools.registry import ToolRegistry
 from .compose import Composition, Slots, compose
-from .requirements import parse_requirements
+from .requirements import instructions_only, is_vague, parse_requirements
 from .validate import execution_order, step_dependencies, validate_plan
 
 logger = logging.getLogger(__name__)
 
+MIN_TOOL_SCORE = 1.5  # BM25 score a plugin/MCP tool needs to be planned on its own
 SIDE_EFFECT_TOOLS = {
     "send_email": "send_email",
     "publish_post": "publish",
@@ -100,8 +103,27 @@ class Planner:
                     f"{r!r} used {', '.join(t)} (similarity {s:.2f})" for r, t, s in similar
                 )
             )
-        if not req.needs:
+        instructions = instructions_only(request)
+        impossible = _IMPOSSIBLE.search(instructions)
+        if impossible and not (req.channels or {"write", "data"} & set(req.needs)):
             return self._clarify(request, req, candidates, reasoning)
+        if is_vague(instructions, req):
+            return self._clarify(request, req, candidates, reasoning)
+        other_tool = next((c for c in candidates if c.source != "builtin"), None)
+        if (
+            other_tool is not None
+            and other_tool.score >= MIN_TOOL_SCORE
+            and candidates[0] is other_tool
+            and set(req.needs) <= {"research", "analysis"}
+        ):
+            return await self._single_tool(request, req, other_tool, reasoning, model)
+        if not req.needs:
+            other = next(
+                (c for c in candidates if c.source != "builtin" and c.score >= MIN_TOOL_SCORE), None
+            )
+            if other is None or _IMPOSSIBLE.search(request):
+                return self._clarify(request, req, candidates, reasoning)
+            return await self._single_tool(request, req, other, reasoning, model)
         slots, slot_note = await self._slots(request, req, model)
         reasoning.append(slot_note)
         req = req.model_copy(
@@ -200,6 +222,61 @@ class Planner:
         )
         return slots, f"intent (model): {slots.intent!r}; topic {slots.topic!r}"
 
+    async def _single_tool(
+        self,
+        request: str,
+        req: Requirements,
+        candidate: Candidate,
+        reasoning: list[str],
+        model: str | None,
+    ) -> ExecutionPlan:
+        """A request that only a plugin or MCP tool matches: one step, the model fills its
+        inputs from the tool's own input schema."""
+        spec = self.registry.get(candidate.tool_id).spec
+        schema = {**spec.input_schema, "type": "object"}
+        try:
+            args = await self.gateway.generate(
+                StructuredDict(schema, name="arguments"),
+                purpose="planner",
+                model=model,
+                instructions=f"Fill the arguments of the tool {spec.tool_id}: {spec.description}",
+                prompt=f"Request: {request}",
+                max_tokens=300,
+            )
+        except LlmError as exc:
+            return self._clarify(
+                request,
+                req,
+                [candidate],
+                reasoning,
+                [f"could not fill {spec.tool_id}'s inputs: {exc}"],
+            )
+        step = WorkflowStep(
+            id=_slug(spec.tool_id)[:40] or "call", tool=spec.tool_id, inputs=dict(args)
+        )
+        steps, repairs = repair([step], req, self.registry)
+        plan = ExecutionPlan(
+            name=_slug(spec.tool_id),
+            description=request[:500],
+            intent=request[:120],
+            requirements=req,
+            steps=steps or [step],
+            reasoning=[
+                *reasoning,
+                f"only {spec.tool_id} ({candidate.source}, score {candidate.score:.2f}) fits; "
+                "the model filled its inputs",
+                *repairs,
+            ],
+            metadata={"planner": "single-tool"},
+        )
+        try:
+            validate_plan(plan, self.registry)
+        except WorkflowValidationError as exc:
+            return self._clarify(request, req, [candidate], reasoning, list(exc.problems))
+        plan.estimated_cost = self._cost(spec.tool_id)
+        plan.estimated_duration_seconds = critical_path(plan)
+        return plan
+
     def _similar(self, request: str) -> list[tuple[str, list[str], float]]:
         if self.memory is None:
             return []
@@ -289,7 +366,7 @@ class Planner:
                     "publish_post or post_webhook only if the user asked to send, publish or "
                     "notify. Keep the plan minimal."
                 ),
-                prompt=f"Request: {request}\n\nTools:\n{catalogue}\n\nA draft plan:\n{example}",
+                prompt=f"Request: {request}\n\nTools:\n{catalogue}\n\nA draft plan:\n{json.dumps(example)}",
                 max_tokens=2000,
             )
         except LlmError as exc:

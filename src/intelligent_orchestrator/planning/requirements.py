@@ -44,17 +44,23 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "research": (
         "research", "find out", "look up", "according to", "our docs", "knowledge base",
         "sources", "cite", "citations", "competitor", "market trends", "fact-check",
-        "what do our documents", "background on",
+        "what do our documents", "background on", "conflict", "contradict", "where each",
+        "what does our", "what do our", "is it true", "consistent with",
     ),
     "metrics": (
         "metrics", "kpi", "kpis", "growth", "conversion", "cac", "churn", "roi", "profit",
         "margin", "revenue", "acquisition cost",
     ),
     "chart": ("chart", "graph", "plot", "visualis", "visualiz", "dashboard"),
-    "summarize": ("summar", "tl;dr", "tldr", "key points", "digest", "recap", "condense"),
-    "extract": ("extract", "pull out", "fields from", "parse the", "invoice number", "line items"),
+    "summarize": ("summar", "tl;dr", "tldr", "key points", "digest", "recap", "condense", "gist",
+                  "in a nutshell", "main points", "short version"),
+    "extract": ("extract", "pull out", "fields from", "parse the", "invoice number", "line items",
+                "as json", "get me the", "list the", "what are the", "who the parties", "the parties"),
     "seo": ("seo", "search engine", "meta description", "keywords", "rank on google"),
-    "qa": ("proofread", "qa ", "quality check", "check the draft", "review the draft", "fact check"),
+    "qa": ("proofread", "qa ", "quality check", "check the draft", "review the draft", "fact check",
+           "check that it", "check it for", "make sure it doesn", "doesn't use the phrase",
+           "does not use the phrase", "banned phrase", "avoid the phrase", "check the tone",
+           "check for typos", "spell-check", "spellcheck"),
     "analysis": ("analy", "break down", "breakdown", "compare", "trend", "by region", "by month",
                  "per month", "per region", "top ", "total", "average", "sum of", "how many", "query"),
 }  # fmt: skip
@@ -92,9 +98,10 @@ _VERB_LEAD = (
     r"will you|let's|lets|pls|kindly)\s+)"
 )
 _SEND = re.compile(_VERB_LEAD + r"(?:send|e-?mail|mail)\b(?!\s+(?:address|list|campaign|newsletter\s+draft))", re.I)  # fmt: skip
-_PUBLISH = re.compile(_VERB_LEAD + r"(?:publish|post|share|tweet|schedule|put)\b(?!\s+(?:about|ideas?|series|draft)\b)", re.I)  # fmt: skip
+_PUBLISH = re.compile(_VERB_LEAD + r"(?:publish|post|share|tweet|schedule)\b(?!\s+(?:about|ideas?|series|draft)\b)", re.I)  # fmt: skip
 _WEBHOOK = re.compile(r"\bwebhook\b|\b(?:notify|ping|call)\s+(?:our\s+)?(?:slack|zapier|endpoint|the endpoint|https?://)", re.I)  # fmt: skip
-_SAVE = re.compile(_VERB_LEAD + r"(?:save|store|write)\b[^.;]*?\b(?:to|as|into|in)\s+(?:the\s+)?(?:file\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json))", re.I)  # fmt: skip
+_SAVE = re.compile(_VERB_LEAD + r"(?:save|store|write|put|place|keep)\b[^.;]*?\b(?:to|as|into|in)\s+(?:the\s+|a\s+)?(?:[\w ]{0,20}\s)?(?:file\s+|folder\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json)|drafts(?:\s+folder|/)?)", re.I)  # fmt: skip
+_EXTRACT_SHAPE = re.compile(r"\b(?:pull|get|take|grab)\b[^.;]{3,120}?\b(?:out of|from)\b", re.I)
 _AUDIENCE = re.compile(r"\bfor (?:our |the |my )?([a-z][a-z\- ]{2,40}?)(?:\s+(?:in|on|about|with|by|that|who|and)\b|[,.;]|$)", re.I)  # fmt: skip
 _TONE = re.compile(r"\b(friendly|formal|casual|playful|professional|upbeat|serious|warm|witty|persuasive|informal|neutral|enthusiastic|urgent)\b", re.I)  # fmt: skip
 _SHORT_LEN = {
@@ -144,7 +151,7 @@ def _channels(text: str) -> list[str]:
                 and not re.search(rf"\b{w}\b", low)
             ):
                 continue
-            if re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", low):
+            if re.search(rf"(?<![a-z]){re.escape(w)}s?(?![a-z])", low):
                 found.append(channel)
                 break
     if "product_description" in found and "web" in found:
@@ -152,6 +159,98 @@ def _channels(text: str) -> list[str]:
     if "email" in found and "newsletter" in found and not re.search(r"\b(an|the|a) e-?mail\b", low):
         found.remove("email")  # "newsletter email" is one deliverable
     return found
+
+
+VAGUE = re.compile(
+    r"\b(the usual|as usual|same as (?:last|before)|you know|do something|something with|"
+    r"some content|something out|sort (?:it|that|this) out|sort it|make it better|improve it|"
+    r"the thing|that thing)\b",
+    re.I,
+)
+
+
+def is_vague(text: str, req: Requirements) -> bool:
+    """Nothing specific to act on: vague words and no named deliverable, file, URL or address."""
+    specific = req.channels or req.files or req.urls or req.recipients or req.languages
+    if specific:
+        return False
+    if VAGUE.search(text):
+        return True
+    content = [w for w in re.findall(r"[a-z]+", text.lower()) if w not in _GENERIC_WORDS]
+    return len(content) < 2
+
+
+_GENERIC_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "them",
+        "to",
+        "for",
+        "of",
+        "on",
+        "in",
+        "at",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "please",
+        "pls",
+        "can",
+        "could",
+        "would",
+        "you",
+        "we",
+        "i",
+        "me",
+        "my",
+        "our",
+        "us",
+        "need",
+        "needs",
+        "want",
+        "do",
+        "does",
+        "make",
+        "get",
+        "give",
+        "send",
+        "write",
+        "create",
+        "post",
+        "help",
+        "something",
+        "anything",
+        "thing",
+        "things",
+        "stuff",
+        "some",
+        "all",
+        "any",
+        "just",
+        "now",
+        "next",
+        "week",
+        "today",
+        "tomorrow",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "team",
+        "everyone",
+    ]
+)
 
 
 def scoped_channels(request: str, pattern: re.Pattern[str] | str) -> list[str] | None:
@@ -167,8 +266,9 @@ def scoped_channels(request: str, pattern: re.Pattern[str] | str) -> list[str] |
 def _languages(text: str) -> list[str]:
     found: list[str] = []
     for m in re.finditer(
-        r"\b(?:in|into|to|and|also|plus|a|an)\s+([A-Z][a-z]+)\b|\b([A-Z][a-z]+)\s+(?:version|translation|copy)\b",
+        r"\b(?:in|into|to|and|also|plus|a|an)\s+([a-z]+)\b|\b([a-z]+)\s+(?:version|translation|copy)\b",
         text,
+        re.I,
     ):
         name = (m.group(1) or m.group(2) or "").lower()
         lang = LANGUAGES.get(name)
@@ -179,10 +279,10 @@ def _languages(text: str) -> list[str]:
             lang = LANGUAGES.get(w.lower())
             if lang and lang not in found:
                 found.append(lang)
-    if found == ["English"] or (
-        "English" in found
-        and not re.search(r"\benglish (version|translation)|translat\w* [^.]*english", text, re.I)
-    ):
+    explicit_english = re.search(
+        r"\benglish (version|translation)|translat\w* [^.]*english", text, re.I
+    )
+    if "English" in found and not explicit_english:
         found = [f for f in found if f != "English"]
     return found
 
@@ -232,12 +332,39 @@ def _files(text: str, available: list[str]) -> list[str]:
     return list(dict.fromkeys(named))
 
 
+_QUOTES = re.compile(r"\"[^\"]*\"|“[^”]*”|(?<![A-Za-z])'[^']{3,}'(?![A-Za-z])")
+_CONTENT_COLON = re.compile(
+    r"\b(?:this|these|following|message|text|paragraph|email|review|note|ticket|comment|"
+    r"sentence|copy|draft|reply|translate|proofread|summari[sz]e)\b[^:.]{0,40}(:\s+\S.*)$",
+    re.I | re.S,
+)
+
+
+def inline_content(request: str) -> str | None:
+    """Text the request carries as material: after "...this message:" or in quotes."""
+    if m := _CONTENT_COLON.search(request):
+        return m.group(1)[1:].strip().strip("\"“”'").strip() or None
+    m = re.search(r"[\"“](.{20,}?)[\"”]", request, re.S)
+    return m.group(1).strip() if m else None
+
+
+def instructions_only(text: str) -> str:
+    """The request without the content it carries (quoted text, text after "this message:"):
+    words inside a message to translate or proofread are material, never instructions."""
+    if m := _CONTENT_COLON.search(text):
+        text = text[: m.start(1)]
+    return " ".join(_QUOTES.sub(" ", text).split())
+
+
 def parse_requirements(request: str, *, workspace: Path | None = None) -> Requirements:
     """What can be read from the words alone (the LLM fills intent/topic/audience/tone after)."""
-    text = " ".join(request.split())
+    full = " ".join(request.split())
+    text = instructions_only(full)
     low = text.lower()
     available = workspace_files(workspace)
-    files = _files(text, available)
+    files = _files(full, available)
+    by_name = [] if files else _documents_by_name(text, available)
+    files = files or by_name
     channels = _channels(text)
     languages = _languages(text)
     wants, draft_only, constraints = _side_effects(text)
@@ -261,16 +388,35 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
     if channels or any(w in low for w in WRITE_WORDS):
         needs.append("write")
     if (
-        "extract" in needs
-        and not doc_files
-        and not data_files
-        and not _mentions(text, ("from the text", "from this"))
+        "extract" not in needs
+        and _EXTRACT_SHAPE.search(text)
+        and (doc_files or _CONTENT_COLON.search(full))
     ):
-        pass  # extraction from text given inline is still extraction
+        needs.append("extract")  # "pull the fee and the term out of contract.md"
+    if "send_email" in wants and "write" not in needs:
+        needs.append("write")  # something must be written to be sent
+    is_question = re.match(r"(?i)(what|which|who|when|where|why|how)\b", text) or (
+        text.rstrip().endswith("?") and not VAGUE.search(text)
+    )
+    if (
+        is_question
+        and not set(needs) - {"analysis"}
+        and any(f.startswith("knowledge/") for f in available)
+    ):
+        needs.append("research")  # a question about the business: look in the knowledge base
     if doc_files and not any(
         n in needs for n in ("summarize", "extract", "translate", "write", "research")
     ):
         needs.append("summarize")  # "what does contract.pdf say" → a summary of it
+    if (
+        by_name
+        and all(f.startswith("knowledge/") for f in by_name)
+        and not {"summarize", "extract", "translate", "qa"} & set(needs)
+    ):
+        # "a blog post about our spring sale": the knowledge base has material; research cites it
+        files = [f for f in files if f not in by_name]
+        if "research" not in needs:
+            needs.append("research")
     recipients = list(dict.fromkeys(_EMAIL.findall(text)))
     length = None
     if m := _WORDS_N.search(text):
@@ -304,6 +450,22 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
         draft_only=draft_only,
         constraints=constraints,
     )
+
+
+def _documents_by_name(text: str, available: list[str]) -> list[str]:
+    """Workspace documents the request names by their stem ("our contract" → docs/contract.md);
+    a request that only asks questions of them is left to research."""
+    low = text.lower()
+    found = []
+    for f in available:
+        p = Path(f)
+        if p.suffix.lower() not in TEXT_SUFFIXES:
+            continue
+        stem = re.sub(r"[-_]?\d+$", "", p.stem.lower()).replace("-", " ").replace("_", " ")
+        pattern = rf"\b(?:our|the|my|this)\s+(?:[a-z]+\s+)?{re.escape(stem)}s?\b"
+        if len(stem) >= 4 and re.search(pattern, low):
+            found.append(f)
+    return found[:1]
 
 
 def _data_in(available: list[str]) -> list[str]:
