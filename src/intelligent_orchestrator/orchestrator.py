@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
@@ -28,7 +29,7 @@ from .domain.models import (
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
 from .errors import ClarificationNeeded, ConflictError
-from .llm import ModelGateway
+from .llm import CallScope, ModelGateway
 from .planning import validate_plan
 from .planning.planner import Planner
 from .settings import Settings
@@ -233,6 +234,7 @@ class Orchestrator:
         user_id: str | None = None,
         auto_approve: bool = False,
         run_here: bool | None = None,
+        task_id: str | None = None,
     ) -> Task:
         """Validate, store and start a task. ``run_here``: execute in this process (default:
         when this process is an executor that does not listen to the shared queue)."""
@@ -243,6 +245,7 @@ class Orchestrator:
             request=request,
             user_id=user_id,
             auto_approve=auto_approve,
+            task_id=task_id,
         )
         await self._dispatch(task.task_id, 0, run_here=run_here)
         return task
@@ -259,10 +262,16 @@ class Orchestrator:
             )
         return self._planner
 
-    async def plan(self, request: str, *, model: str | None = None) -> ExecutionPlan:
-        """Plan a plain-language request; a plan with ``clarification`` set has no steps."""
+    async def plan(
+        self, request: str, *, model: str | None = None, task_id: str | None = None
+    ) -> ExecutionPlan:
+        """Plan a plain-language request; a plan with ``clarification`` set has no steps.
+
+        ``task_id``: the id the task will get, so that planning's model calls count for it.
+        """
         await self.load_mcp_tools()  # MCP tools are candidates too
-        return await self.planner.plan(request, model=model)
+        scope = CallScope(task_id=task_id, step_id="plan")
+        return await self.planner.plan(request, model=model, scope=scope)
 
     async def process_request(
         self,
@@ -276,13 +285,19 @@ class Orchestrator:
     ) -> tuple[Task, ExecutionPlan]:
         """Plan ``request`` and start it; raises :class:`PlanningError` with the question when
         the request needs clarification."""
-        plan = await self.plan(request, model=model)
+        task_id = new_task_id()
+        plan = await self.plan(request, model=model, task_id=task_id)
         if plan.clarification is not None:
             raise ClarificationNeeded(plan.clarification, plan=plan)
         if business_metrics:
             plan.metadata["business_metrics"] = business_metrics
         task = await self.submit(
-            plan, request=request, user_id=user_id, auto_approve=auto_approve, run_here=run_here
+            plan,
+            request=request,
+            user_id=user_id,
+            auto_approve=auto_approve,
+            run_here=run_here,
+            task_id=task_id,
         )
         return task, plan
 
@@ -477,3 +492,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex

@@ -432,3 +432,51 @@ async def test_status_reports_model_usage_per_step_and_task(settings: Settings) 
     assert step["llm"]["input_tokens"] > 0
     assert body["llm"]["calls"] == 1
     assert body["llm"]["output_tokens"] == step["llm"]["output_tokens"]
+
+
+async def test_plan_and_process_a_request(settings: Settings) -> None:
+    slots = {"intent": "Summarise the contract", "topic": "contract", "audience": "", "tone": ""}
+    script = scripted(lambda p: slots if p.startswith("Request:") else {"summary": "Two years."})
+    (settings.workspace / "docs").mkdir(parents=True)
+    (settings.workspace / "docs" / "contract.md").write_text("The contract runs 24 months.")
+    orch = Orchestrator(settings, registry=build_registry(settings), models={"local": script.model})
+    await orch.start_engine(kind="serve", listen=True)
+    try:
+        async with asgi_client(create_app(settings, orchestrator=orch)) as c:
+            planned = await c.post(f"{API}/plan", json={"request": "Summarize docs/contract.md"})
+            assert planned.status_code == 200, planned.text
+            plan = planned.json()
+            assert [s["tool"] for s in plan["steps"]] == ["summarize"]
+            assert plan["intent"] == "Summarise the contract"
+            assert plan["clarification"] is None
+            assert plan["reasoning"]
+
+            unclear = await c.post(f"{API}/plan", json={"request": "Book a flight to Rome"})
+            assert unclear.status_code == 200
+            assert unclear.json()["steps"] == []
+            assert "No available tool can book" in unclear.json()["clarification"]
+
+            refused = await c.post(f"{API}/process", json={"request": "Book a flight to Rome"})
+            assert refused.status_code == 422
+            assert "No available tool can book" in refused.json()["clarification"]
+
+            started = await c.post(
+                f"{API}/process",
+                json={
+                    "request": "Summarize docs/contract.md",
+                    "user_id": "ana",
+                    "business_metrics": {"leads": 3},
+                },
+            )
+            assert started.status_code == 202, started.text
+            task_id = started.json()["task_id"]
+            body = await poll(c, task_id, {"succeeded", "failed"})
+            bad = await c.post(f"{API}/plan", json={"request": ""})
+    finally:
+        await orch.close()
+    assert body["task"]["status"] == "succeeded"
+    assert body["task"]["request"] == "Summarize docs/contract.md"
+    assert body["task"]["user_id"] == "ana"
+    assert body["task"]["plan"]["metadata"]["business_metrics"] == {"leads": 3}
+    assert body["outputs"]["summary"]["summary"] == "Two years."
+    assert bad.status_code == 422

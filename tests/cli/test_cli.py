@@ -184,3 +184,37 @@ def test_tools_uses_the_last_mcp_discovery_until_refresh(
     changed = listing()
     assert changed["mcp"]["cached"] is False
     assert set(changed["mcp"]["servers"]) == {"clock"}
+
+
+@needs_model
+def test_plan_and_run_a_plain_language_request(env: dict[str, str], tmp_path: Path) -> None:
+    docs = tmp_path / "home" / "workspace" / "docs"
+    docs.mkdir(parents=True)
+    (docs / "contract.md").write_text(
+        "Service contract between Gartenwelt GmbH and CleanCo. It starts on 1 February 2026, "
+        "runs 24 months, and either party may end it with three months' notice.\n"
+    )
+    planned = cli(env, "plan", "Summarize docs/contract.md in 40 words", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert [
+        (s["id"], s["tool"], s["depends_on"], s["requires_approval"]) for s in plan["steps"]
+    ] == [("summary", "summarize", [], None)]
+    assert plan["clarification"] is None
+    assert any("candidate tools" in r for r in plan["reasoning"])
+
+    tree = cli(env, "plan", "Write a blog post about our spring sale and publish it on the blog")
+    assert tree.returncode == 0, tree.stderr
+    assert "publish_blog publish_post (approval)" in tree.stdout
+
+    unclear = cli(env, "plan", "Book me a flight to Berlin", "--json")
+    assert unclear.returncode == 4
+    assert json.loads(unclear.stdout)["clarification"].startswith("No available tool can book")
+
+    ran = cli(env, "run", "Summarize docs/contract.md in 40 words", "--wait", "--json")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["task"]["request"] == "Summarize docs/contract.md in 40 words"
+    summary = result["steps"][0]["output"]
+    assert 3 <= summary["word_count"] <= 41
+    assert result["llm"]["calls"] == 2  # the planner's slots, then the summary

@@ -11,7 +11,7 @@ from rich.live import Live
 from ..domain.models import ExecutionResult, TaskStatus
 from ..domain.workflow import load_workflow_file
 from ..examples import example_path, install_example_data
-from ..orchestrator import Orchestrator
+from ..orchestrator import Orchestrator, new_task_id
 from ..planning import validate_plan
 from ._common import run_with
 from .output import (
@@ -107,8 +107,10 @@ def run(
         raise typer.BadParameter('give exactly one of "REQUEST", --plan FILE or --example NAME')
 
     async def go(orch: Orchestrator) -> None:
+        task_id = None
         if request is not None:
-            workflow = await orch.plan(request, model=model)
+            task_id = new_task_id()
+            workflow = await orch.plan(request, model=model, task_id=task_id)
             if workflow.clarification is not None:
                 if json_:
                     emit_json(workflow)
@@ -128,7 +130,11 @@ def run(
         validate_plan(workflow, orch.registry)
         if not wait:
             task = await orch.submit(
-                workflow, request=request, auto_approve=auto_approve, run_here=False
+                workflow,
+                request=request,
+                auto_approve=auto_approve,
+                run_here=False,
+                task_id=task_id,
             )
             if json_:
                 emit_json({"task_id": task.task_id, "status": task.status.value})
@@ -142,7 +148,7 @@ def run(
             return
         await orch.start_engine(kind="cli", listen=False)
         task = await orch.submit(
-            workflow, request=request, auto_approve=auto_approve, run_here=True
+            workflow, request=request, auto_approve=auto_approve, run_here=True, task_id=task_id
         )
         if not json_:
             stderr.print(f"task [bold]{task.task_id}[/]")

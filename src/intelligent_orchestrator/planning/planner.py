@@ -27,7 +27,7 @@ from pydantic_ai import StructuredDict
 from ..domain.models import ExecutionPlan, Requirements, WorkflowStep
 from ..domain.refs import find_references
 from ..errors import LlmError, PlanningError, WorkflowValidationError
-from ..llm import ModelGateway
+from ..llm import CallScope, ModelGateway
 from ..tools.builtin.knowledge import Bm25, Passage
 from ..tools.registry import ToolRegistry
 from .compose import Composition, Slots, compose
@@ -82,9 +82,14 @@ class Planner:
         self.gateway = gateway
         self.workspace = workspace
         self.memory = memory  # a callable(request) -> list[(request, tools, score)], optional
+        self._scope: CallScope | None = None
 
     # Public ----------------------------------------------------------------------------
-    async def plan(self, request: str, *, model: str | None = None) -> ExecutionPlan:
+    async def plan(
+        self, request: str, *, model: str | None = None, scope: CallScope | None = None
+    ) -> ExecutionPlan:
+        """``scope``: where the planner's model calls are recorded (the task to be, step "plan")."""
+        self._scope = scope
         request = request.strip()
         if not request:
             raise PlanningError("the request is empty")
@@ -199,6 +204,7 @@ class Planner:
         try:
             out = await self.gateway.generate(
                 _Slots,
+                scope=self._scope,
                 purpose="planner",
                 model=model,
                 instructions=(
@@ -237,6 +243,7 @@ class Planner:
         try:
             args = await self.gateway.generate(
                 StructuredDict(schema, name="arguments"),
+                scope=self._scope,
                 purpose="planner",
                 model=model,
                 instructions=f"Fill the arguments of the tool {spec.tool_id}: {spec.description}",
@@ -358,6 +365,7 @@ class Planner:
         try:
             proposal = await self.gateway.generate(
                 proposal_model,
+                scope=self._scope,
                 purpose="planner",
                 model=model,
                 instructions=(
