@@ -31,7 +31,7 @@ from .engine import EngineHost, QueueClient, migrate_system_database
 from .errors import ClarificationNeeded, ConflictError
 from .llm import CallScope, ModelGateway
 from .planning import validate_plan
-from .planning.planner import Planner
+from .planning.planner import Planner, Recollection, word_overlap
 from .settings import Settings
 from .storage import (
     StepUpdate,
@@ -301,18 +301,25 @@ class Orchestrator:
         )
         return task, plan
 
-    def _similar_requests(self, request: str) -> list[tuple[str, list[str], float]]:
-        """Past successful requests most like this one, with the tools their plans used."""
+    def _similar_requests(self, request: str) -> list[Recollection]:
+        """Past successful requests most like this one (BM25, then word overlap as the score)."""
         past = self.store.recent_requests(limit=500)
         if not past:
             return []
-        items = [Passage(str(i), 1, r) for i, (r, _) in enumerate(past)]
-        hits = Bm25(items).search(request, top_k=3)
-        best = max((s for _, s in hits), default=1.0) or 1.0
-        return [
-            (past[int(p.document)][0], past[int(p.document)][1], round(s / best, 2))
-            for p, s in hits
-        ]
+        items = [Passage(str(i), 1, r) for i, (_, r, _) in enumerate(past)]
+        out = []
+        for p, _ in Bm25(items).search(request, top_k=3):
+            task_id, past_request, plan = past[int(p.document)]
+            out.append(
+                Recollection(
+                    task_id=task_id,
+                    request=past_request,
+                    tools=[st.get("tool", "?") for st in plan.get("steps", [])],
+                    similarity=word_overlap(request, past_request),
+                    plan=plan,
+                )
+            )
+        return sorted(out, key=lambda r: -r.similarity)
 
     async def rerun(self, task_id: str, *, run_here: bool | None = None) -> Task:
         """Run a task's plan again as a new task (a finished task is never restarted in place)."""

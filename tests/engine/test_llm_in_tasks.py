@@ -166,3 +166,21 @@ async def test_invalid_model_output_fails_only_that_step(
     )
     assert steps["other"].status is StepStatus.SUCCEEDED
     assert result.llm.failed_calls == 1
+
+
+async def test_planner_remembers_successful_requests(
+    llm_orch: tuple[Orchestrator, Script],
+) -> None:
+    orch, _ = llm_orch
+    docs = orch.settings.workspace / "docs"
+    docs.mkdir(parents=True)
+    (docs / "contract.md").write_text("The contract runs for 24 months.")
+    task, plan = await orch.process_request("Summarize docs/contract.md in 20 words", "ana")
+    assert [s.tool for s in plan.steps] == ["summarize"]
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    assert result.llm.calls == 2  # planning counts for the task it planned
+    again = await orch.plan("Summarize docs/contract.md in 30 words")
+    assert any(f"task {task.task_id}" in r for r in again.reasoning)
+    assert any(r.startswith(f"reused the plan of task {task.task_id}") for r in again.reasoning)
+    assert again.step("summary").inputs["max_words"] == 30  # adapted to the new request

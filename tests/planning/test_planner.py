@@ -14,7 +14,7 @@ from intelligent_orchestrator.errors import WorkflowValidationError
 from intelligent_orchestrator.llm import ModelGateway
 from intelligent_orchestrator.orchestrator import default_registry
 from intelligent_orchestrator.planning import validate_plan
-from intelligent_orchestrator.planning.planner import Planner, repair
+from intelligent_orchestrator.planning.planner import Planner, Recollection, repair, word_overlap
 from intelligent_orchestrator.settings import LlmSettings, ModelConfig, Settings
 from intelligent_orchestrator.tools.registry import ToolRegistry
 from intelligent_orchestrator.tools.spec import ToolContext, tool
@@ -216,13 +216,67 @@ async def test_an_invalid_proposal_falls_back_to_the_composed_plan(settings: Set
 
 
 async def test_memory_of_similar_requests_is_in_the_reasoning(settings: Settings) -> None:
-    def memory(request: str) -> list[tuple[str, list[str], float]]:
-        return [("Write a blog post about the winter sale", ["write_content", "qa_review"], 1.0)]
+    def memory(request: str) -> list[Recollection]:
+        return [
+            Recollection(
+                task_id="t0",
+                request="Write a blog post about the winter sale",
+                tools=["write_content", "qa_review"],
+                similarity=0.5,
+            )
+        ]
 
     plan = await planner(settings, scripted(SLOTS), memory=memory).plan(
         "Write a blog post about the spring sale"
     )
-    assert any("winter sale" in r and "similarity 1.00" in r for r in plan.reasoning)
+    assert any(
+        "task t0 'Write a blog post about the winter sale'" in r and "similarity 0.50" in r
+        for r in plan.reasoning
+    )
+    assert not any("reused" in r for r in plan.reasoning)  # too different to reuse
+
+
+async def test_a_very_similar_successful_plan_is_reused_and_adapted(settings: Settings) -> None:
+    request = "Write a LinkedIn post about our Berlin office opening"
+    p = planner(settings, scripted(SLOTS))
+    past = await p.plan(request)
+    # A person had tuned the past plan: a banned phrase check after writing.
+    past.steps.append(
+        WorkflowStep(
+            id="check",
+            tool="qa_review",
+            inputs={"text": "${steps.write_linkedin.output.body}", "banned_phrases": ["synergy"]},
+        )
+    )
+
+    def memory(r: str) -> list[Recollection]:
+        return [
+            Recollection(
+                task_id="t1",
+                request=request,
+                tools=[s.tool for s in past.steps],
+                similarity=word_overlap(r, request),
+                plan=past.model_dump(mode="json"),
+            )
+        ]
+
+    slots = {**SLOTS, "intent": "Announce the Hamburg office"}
+    plan = await planner(settings, scripted(slots), memory=memory).plan(
+        "Write a LinkedIn post about our Hamburg office opening"
+    )
+    assert [s.id for s in plan.steps] == ["write_linkedin", "check"]
+    assert plan.step("check").inputs["banned_phrases"] == ["synergy"]
+    assert (
+        plan.step("write_linkedin").inputs["brief"]
+        == "Write a LinkedIn post about our Hamburg office opening"
+    )
+    assert plan.step("write_linkedin").instructions == "Announce the Hamburg office"
+    assert any(r.startswith("reused the plan of task t1") for r in plan.reasoning)
+    # Asking for something else (a translation too) is not the same plan.
+    other = await planner(settings, scripted(slots), memory=memory).plan(
+        "Write a LinkedIn post about our Hamburg office opening in German"
+    )
+    assert "check" not in [s.id for s in other.steps]
 
 
 async def test_an_mcp_tool_is_a_candidate_and_can_be_planned_alone(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from ..domain.models import ExecutionPlan, Requirements, WorkflowStep
 from ..domain.refs import find_references
 from ..errors import LlmError, PlanningError, WorkflowValidationError
 from ..llm import CallScope, ModelGateway
-from ..tools.builtin.knowledge import Bm25, Passage
+from ..tools.builtin.knowledge import Bm25, Passage, tokens
 from ..tools.registry import ToolRegistry
 from .compose import Composition, Slots, compose
 from .requirements import instructions_only, is_vague, parse_requirements
@@ -60,6 +60,27 @@ class _Slots(BaseModel):
     tone: str = Field(max_length=20, description="The tone asked for, or empty.")
 
 
+@dataclass(slots=True, kw_only=True)
+class Recollection:
+    """A similar successful past task, from the planner's memory."""
+
+    task_id: str
+    request: str
+    tools: list[str]
+    similarity: float  # word overlap (Jaccard), 0-1
+    plan: dict[str, Any] | None = None
+
+
+REUSE_SIMILARITY = 0.7
+"""A past plan is reused when its request shares this much of its words with the new one and
+it asked for the same things (channels, languages, files, actions)."""
+
+
+def word_overlap(a: str, b: str) -> float:
+    ta, tb = set(tokens(a)), set(tokens(b))
+    return round(len(ta & tb) / len(ta | tb), 3) if ta | tb else 0.0
+
+
 @dataclass(slots=True)
 class Candidate:
     tool_id: str
@@ -81,7 +102,7 @@ class Planner:
         self.registry = registry
         self.gateway = gateway
         self.workspace = workspace
-        self.memory = memory  # a callable(request) -> list[(request, tools, score)], optional
+        self.memory = memory  # a callable(request) -> list[Recollection], optional
         self._scope: CallScope | None = None
 
     # Public ----------------------------------------------------------------------------
@@ -105,7 +126,9 @@ class Planner:
             reasoning.append(
                 "similar past requests: "
                 + "; ".join(
-                    f"{r!r} used {', '.join(t)} (similarity {s:.2f})" for r, t, s in similar
+                    f"task {m.task_id} {m.request!r} used {', '.join(m.tools)} "
+                    f"(similarity {m.similarity:.2f})"
+                    for m in similar
                 )
             )
         instructions = instructions_only(request)
@@ -139,7 +162,9 @@ class Planner:
             }
         )
         tools = {s.tool_id for s in self.registry.specs()}
-        comp = compose(request, req, slots, workspace=self.workspace, tools=tools)
+        comp = self._reuse(request, req, slots, similar)
+        if comp is None:
+            comp = compose(request, req, slots, workspace=self.workspace, tools=tools)
         if not comp.steps:
             return self._clarify(
                 request, req, candidates, reasoning + comp.reasoning, comp.warnings
@@ -284,7 +309,7 @@ class Planner:
         plan.estimated_duration_seconds = critical_path(plan)
         return plan
 
-    def _similar(self, request: str) -> list[tuple[str, list[str], float]]:
+    def _similar(self, request: str) -> list[Recollection]:
         if self.memory is None:
             return []
         try:
@@ -292,6 +317,42 @@ class Planner:
         except Exception:  # memory is advice: its failure never blocks planning
             logger.exception("planning memory lookup failed")
             return []
+
+    def _reuse(
+        self, request: str, req: Requirements, slots: Slots, similar: list[Recollection]
+    ) -> Composition | None:
+        """The plan of a very similar successful request that asked for the same things,
+        adapted: the new brief, topic and intent replace the old ones."""
+        for past in similar:
+            if past.similarity < REUSE_SIMILARITY or not past.plan:
+                continue
+            try:
+                old = ExecutionPlan.model_validate(past.plan)
+            except ValueError:
+                continue
+            if old.requirements is None or _signature(old.requirements) != _signature(req):
+                continue
+            steps = []
+            for st in old.steps:
+                inputs = dict(st.inputs)
+                if "brief" in inputs:
+                    inputs["brief"] = slots.brief
+                if st.tool == "research" and "query" in inputs:
+                    inputs["query"] = slots.topic or request[:200]
+                if req.length_words is not None:  # the new request's own length wins
+                    for key in ("max_words", "length_words"):
+                        if key in inputs:
+                            inputs[key] = req.length_words
+                steps.append(st.model_copy(update={"inputs": inputs}))
+            return Composition(
+                steps=steps,
+                reasoning=[
+                    f"reused the plan of task {past.task_id} ({past.request!r}, similarity "
+                    f"{past.similarity:.2f}): same channels, languages, files and actions; "
+                    "brief, topic and length replaced"
+                ],
+            )
+        return None
 
     def _clarify(
         self,
@@ -457,6 +518,18 @@ def repair(
             out.remove(s)
             notes.append(f"repair: removed {s.id!r}: nothing uses its output")
     return out, notes
+
+
+def _signature(req: Requirements) -> tuple[Any, ...]:
+    return (
+        sorted(req.channels),
+        sorted(req.languages),
+        sorted(req.files),
+        sorted(req.side_effects),
+        sorted(set(req.needs)),
+        sorted(req.recipients),
+        req.draft_only,
+    )
 
 
 def critical_path(plan: ExecutionPlan) -> float:

@@ -229,18 +229,16 @@ class Store:
             total = s.scalar(count_q) or 0
             return [_task(r) for r in rows], total
 
-    def recent_requests(self, *, limit: int = 500) -> list[tuple[str, list[str]]]:
-        """Requests of recent successful tasks, with the tools their plans used (planning memory)."""
+    def recent_requests(self, *, limit: int = 500) -> list[tuple[str, str, dict[str, Any]]]:
+        """(task id, request, plan) of recent successful tasks: the planner's memory."""
         with self.read() as s:
             rows = s.execute(
-                sa.select(TaskRow.request, TaskRow.plan)
+                sa.select(TaskRow.task_id, TaskRow.request, TaskRow.plan)
                 .where(TaskRow.status == TaskStatus.SUCCEEDED.value, TaskRow.request.is_not(None))
                 .order_by(TaskRow.created_at.desc())
                 .limit(limit)
             ).all()
-        return [
-            (req, [st["tool"] for st in (plan or {}).get("steps", [])]) for req, plan in rows if req
-        ]
+        return [(tid, req, plan or {}) for tid, req, plan in rows if req]
 
     def update_task(
         self,
