@@ -199,7 +199,7 @@ def test_plan_and_run_a_plain_language_request(env: dict[str, str], tmp_path: Pa
     plan = json.loads(planned.stdout)
     assert [
         (s["id"], s["tool"], s["depends_on"], s["requires_approval"]) for s in plan["steps"]
-    ] == [("summary", "summarize", [], None)]
+    ] == [("summary", "summarize", [], False)]
     assert plan["clarification"] is None
     assert any("candidate tools" in r for r in plan["reasoning"])
 

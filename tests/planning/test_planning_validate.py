@@ -75,7 +75,7 @@ def test_every_problem_is_listed_at_once(tools: ToolRegistry) -> None:
         "step 'f' (tool 'add'): unknown input: Additional properties are not allowed ('c' was unexpected)",
         "step 'g' (tool 'add'): input 'a': 'one' is not of type 'integer'",
         "step 'i': ${steps.h.output.nope} — tool 'query_data' output has no field 'nope' "
-        "(fields: column_types, columns, row_count, rows, truncated)",
+        "(fields: column_types, columns, csv, row_count, rows, truncated)",
     ]
 
 

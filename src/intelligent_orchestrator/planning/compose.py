@@ -175,6 +175,8 @@ def compose(
     data_files = [f for f in files if Path(f).suffix.lower() in DATA_SUFFIXES]
     doc_files = [f for f in files if Path(f).suffix.lower() in TEXT_SUFFIXES]
     material: dict[str, str] = {}
+    if "write" in req.needs and (given := _inline_text(request)):
+        material["text"] = given  # "tidy up this review: ..." — the text to work from
     low = request.lower()
 
     # Data: query, metrics, chart --------------------------------------------------------
@@ -464,6 +466,9 @@ def compose(
                 title=ref(written[ch], "title"),
                 body=final_text(ch),
             )
+            checks = [st.id for st in c.steps if st.id in (f"qa_{ch}", f"seo_{ch}")]
+            if checks:  # nothing goes out before its checks have run
+                c.steps[-1].depends_on = checks
     if "send_email" in req.side_effects:
         if not req.recipients:
             c.warnings.append(
@@ -523,6 +528,10 @@ def compose(
             content = ref(next(iter(translated.values())), "translation")
         elif summary_step:
             content = ref(summary_step, "summary")
+        elif "data" in material:
+            content = ref("data", "csv")
+            if path and path.endswith(".md") and re.search(r"\bcsv\b", low):
+                path = path[:-3] + ".csv"
         if path and content:
             c.add(
                 "save",

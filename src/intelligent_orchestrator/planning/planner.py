@@ -42,9 +42,21 @@ SIDE_EFFECT_TOOLS = {
     "publish_post": "publish",
     "post_webhook": "webhook",
 }
+# Actions no tool can take, in a verb position ("book a flight", "and phone Maria"), so that
+# nouns ("phone number", "shop window sign", "order number") do not count.
 _IMPOSSIBLE = re.compile(
-    r"\b(book|order|buy|purchase|pay|transfer|wire|call|phone|hire|fire|install|deploy|delete|"
-    r"cancel my|refund|ship|print|drive|reserve|sign)\b",
+    r"(?:^|[,;:.!?]\s*|\b(?:and|then|also|please|pls|to|you|u|can you|could you|i want to|"
+    r"we need to|need to)\s+)"
+    r"(book|order|buy|purchase|pay|transfer|wire|call|phone|ring|hire|fire|install|deploy|"
+    r"delete|remove|cancel|refund|ship|print|drive|reserve|sign|change|update|set|reset)\b"
+    r"(?!\s+(?:a |an |the )?(?:post|blog|newsletter|email|draft|report|summary|translation))",
+    re.I,
+)
+_LEADS_WITH_IMPOSSIBLE = re.compile(
+    r"\s*(?:(?:hi|hello|hey)[,!]?\s+)?(?:(?:please|pls|can you|could you|can u|i need you to|"
+    r"we need to|i want to|i'd like you to)\s+)?"
+    r"(book|order|buy|purchase|pay|transfer|wire|call|phone|ring|hire|fire|install|deploy|"
+    r"delete|remove|cancel|refund|ship|print|drive|reserve|change|reset)\b",
     re.I,
 )
 _TYPICAL_SECONDS = {
@@ -133,7 +145,9 @@ class Planner:
             )
         instructions = instructions_only(request)
         impossible = _IMPOSSIBLE.search(instructions)
-        if impossible and not (req.channels or {"write", "data"} & set(req.needs)):
+        leading = bool(_LEADS_WITH_IMPOSSIBLE.match(instructions))
+        doable = req.channels or set(req.needs) - {"analysis", "research"}
+        if impossible and ((leading and not req.channels) or not doable):
             return self._clarify(request, req, candidates, reasoning)
         if is_vague(instructions, req):
             return self._clarify(request, req, candidates, reasoning)
@@ -199,6 +213,15 @@ class Planner:
             ) from exc
         plan.estimated_cost = round(sum(self._cost(s.tool) for s in steps), 6)
         plan.estimated_duration_seconds = critical_path(plan)
+        budget = self.gateway.settings.llm.task_budget_cost
+        if budget is not None and plan.estimated_cost > budget:
+            plan.warnings.append(
+                f"estimated cost {plan.estimated_cost:.4f} USD is over the task budget of "
+                f"{budget:g} USD: the task may stop before it finishes"
+            )
+        for s in plan.steps:  # make every gate visible in the plan itself
+            if s.requires_approval is None:
+                s.requires_approval = self.registry.get(s.tool).needs_approval(s.inputs)
         plan.metadata["planning_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return plan
 
@@ -422,7 +445,7 @@ class Planner:
             steps=(list[step_model], Field(min_length=1, max_length=15)),  # type: ignore[valid-type]
             reasoning=(list[str], Field(default_factory=list, max_length=8)),
         )
-        example = [s.model_dump(include={"id", "tool", "inputs"}) for s in comp.steps]
+        example = [s.model_dump(include={"id", "tool", "inputs", "depends_on"}) for s in comp.steps]
         try:
             proposal = await self.gateway.generate(
                 proposal_model,

@@ -67,6 +67,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
 WRITE_WORDS = (
     "write", "draft", "compose", "create a", "prepare a", "put together", "announce",
     "announcement", "copy for", "post about", "teaser", "caption", "thread",
+    "tidy up", "rewrite", "rephrase", "reword", "polish", "shorten", "clean up", "edit",
+    "blurb", "blurbs", "tagline", "slogan",
 )  # fmt: skip
 DATA_SUFFIXES = {".csv", ".tsv", ".xlsx", ".xls", ".parquet", ".json"}
 TEXT_SUFFIXES = {".md", ".txt", ".pdf", ".html", ".htm", ".markdown"}
@@ -101,7 +103,10 @@ _SEND = re.compile(_VERB_LEAD + r"(?:send|e-?mail|mail)\b(?!\s+(?:address|list|c
 _PUBLISH = re.compile(_VERB_LEAD + r"(?:publish|post|share|tweet|schedule)\b(?!\s+(?:about|ideas?|series|draft)\b)", re.I)  # fmt: skip
 _WEBHOOK = re.compile(r"\bwebhook\b|\b(?:notify|ping|call)\s+(?:our\s+)?(?:slack|zapier|endpoint|the endpoint|https?://)", re.I)  # fmt: skip
 _SAVE = re.compile(_VERB_LEAD + r"(?:save|store|write|put|place|keep)\b[^.;]*?\b(?:to|as|into|in)\s+(?:the\s+|a\s+)?(?:[\w ]{0,20}\s)?(?:file\s+|folder\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json)|drafts(?:\s+folder|/)?)", re.I)  # fmt: skip
-_EXTRACT_SHAPE = re.compile(r"\b(?:pull|get|take|grab)\b[^.;]{3,120}?\b(?:out of|from)\b", re.I)
+_EXTRACT_SHAPE = re.compile(
+    r"\b(?:pull|get|take|grab)\b[^.;]{3,120}?\b(?:out of|from)\b|\blist (?:every|all|each)\b",
+    re.I,
+)
 _AUDIENCE = re.compile(r"\bfor (?:our |the |my )?([a-z][a-z\- ]{2,40}?)(?:\s+(?:in|on|about|with|by|that|who|and)\b|[,.;]|$)", re.I)  # fmt: skip
 _TONE = re.compile(r"\b(friendly|formal|casual|playful|professional|upbeat|serious|warm|witty|persuasive|informal|neutral|enthusiastic|urgent)\b", re.I)  # fmt: skip
 _SHORT_LEN = {
@@ -140,6 +145,29 @@ def _mentions(text: str, words: tuple[str, ...]) -> bool:
     return any(re.search(r"(?<![a-z])" + re.escape(w.strip()), low) for w in words)
 
 
+def _near(a: str, b: str) -> bool:
+    """One edit apart (a typo), for words of 7 letters or more."""
+    if min(len(a), len(b)) < 7 or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long_ = sorted((a, b), key=len)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def _fuzzy_in(phrase: str, low: str) -> bool:
+    """``phrase`` in ``low`` allowing one typo per long word ("product descriptons")."""
+    want = phrase.split()
+    words = re.findall(r"[a-z]+", low)
+    for i in range(len(words) - len(want) + 1):
+        if all(
+            w == x or _near(w, x) or _near(w + "s", x)
+            for w, x in zip(want, words[i:], strict=False)
+        ):
+            return any(len(w) >= 7 for w in want)
+    return False
+
+
 def _channels(text: str) -> list[str]:
     low = text.lower()
     found: list[str] = []
@@ -151,7 +179,7 @@ def _channels(text: str) -> list[str]:
                 and not re.search(rf"\b{w}\b", low)
             ):
                 continue
-            if re.search(rf"(?<![a-z]){re.escape(w)}s?(?![a-z])", low):
+            if re.search(rf"(?<![a-z]){re.escape(w)}s?(?![a-z])", low) or _fuzzy_in(w, low):
                 found.append(channel)
                 break
     if "product_description" in found and "web" in found:
@@ -172,6 +200,8 @@ VAGUE = re.compile(
 def is_vague(text: str, req: Requirements) -> bool:
     """Nothing specific to act on: vague words and no named deliverable, file, URL or address."""
     specific = req.channels or req.files or req.urls or req.recipients or req.languages
+    if "send_email" in req.side_effects and not req.recipients and not specific:
+        return True  # "send the update to everyone": to whom, and what?
     if specific:
         return False
     if VAGUE.search(text):
@@ -335,7 +365,8 @@ def _files(text: str, available: list[str]) -> list[str]:
 _QUOTES = re.compile(r"\"[^\"]*\"|“[^”]*”|(?<![A-Za-z])'[^']{3,}'(?![A-Za-z])")
 _CONTENT_COLON = re.compile(
     r"\b(?:this|these|following|message|text|paragraph|email|review|note|ticket|comment|"
-    r"sentence|copy|draft|reply|translate|proofread|summari[sz]e)\b[^:.]{0,40}(:\s+\S.*)$",
+    r"sentence|copy|draft|reply|translate|proofread|summari[sz]e|transcript|sign|quote)\b"
+    r"[^:.]{0,80}(:\s+\S.*)$",
     re.I | re.S,
 )
 
@@ -385,7 +416,9 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
     urls = _URL.findall(text)
     if urls and "webhook" not in wants:
         needs.append("research")
-    if channels or any(w in low for w in WRITE_WORDS):
+    if channels or any(
+        re.search(rf"(?<![a-z-]){re.escape(w)}(?![a-z-])", low) for w in WRITE_WORDS
+    ):
         needs.append("write")
     if (
         "extract" not in needs

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import logging
 import math
 import re
@@ -82,6 +84,7 @@ class QueryDataOutput(BaseModel):
     )
     row_count: int = Field(description="Number of rows returned.")
     truncated: bool = Field(description="True when the query had more rows than max_rows.")
+    csv: str = Field(default="", description="The same rows as CSV text (to save or attach).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,7 +248,16 @@ def _load_and_query(
         rows=rows,
         row_count=len(rows),
         truncated=truncated,
+        csv=_as_csv(columns, rows),
     )
+
+
+def _as_csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _load(con: duckdb.DuckDBPyConnection, source: _Source) -> None:
