@@ -209,3 +209,57 @@ async def test_a_failing_sink_does_not_fail_the_call(tmp_path: Path) -> None:
     )
     out = await gateway.generate(City, prompt="q", instructions="i", purpose="writer")
     assert out.city == "Oslo"
+
+
+async def test_configured_providers_build_their_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.models.openai import OpenAIChatModel
+
+    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-test")
+    settings = Settings(
+        home=tmp_path,
+        models={
+            "claude": ModelConfig(
+                provider="anthropic", model="claude-x", api_key_env="TEST_ANTHROPIC_KEY"
+            ),
+            "vllm": ModelConfig(provider="openai", model="qwen", base_url="http://127.0.0.1:9/v1"),
+        },
+    )
+    gateway = ModelGateway(settings)
+    claude = await gateway.model("claude")
+    assert isinstance(claude, AnthropicModel)
+    assert claude.model_name == "claude-x"
+    vllm = await gateway.model("vllm")
+    assert isinstance(vllm, OpenAIChatModel)
+    assert "127.0.0.1:9" in str(vllm.base_url)
+    assert await gateway.model("vllm") is vllm  # built once
+    with pytest.raises(LlmError, match="unknown model 'nope'"):
+        await gateway.model("nope")
+
+
+async def test_an_unreachable_endpoint_is_retried_then_reported(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        models={
+            "down": ModelConfig(
+                provider="openai",
+                model="m",
+                base_url="http://127.0.0.1:9/v1",
+                max_retries=1,
+                timeout_seconds=5,
+            )
+        },
+        llm=LlmSettings(default_model="down", retry_backoff_seconds=0),
+    )
+    calls: list[LlmCall] = []
+
+    async def sink(c: LlmCall) -> None:
+        calls.append(c)
+
+    gateway = ModelGateway(settings, sink=sink)
+    with pytest.raises(LlmUnavailableError, match="no model answered"):
+        await gateway.generate(City, prompt="q", instructions="i", purpose="writer")
+    assert len(calls) == 2
+    assert all(c.error for c in calls)
