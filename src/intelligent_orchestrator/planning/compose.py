@@ -38,6 +38,7 @@ KIND_FOR_CHANNEL = {
     "email": "email",
     "report": "report",
     "product_description": "product_description",
+    "social": "social_post",
 }
 DEFAULT_LENGTH = {
     "blog_post": 600,
@@ -80,6 +81,20 @@ class Composition:
 
 def ref(step: str, path: str = "") -> str:
     return "${steps." + step + ".output" + (f".{path}" if path else "") + "}"
+
+
+def _years_not_in(request: str, path: Path) -> list[str]:
+    """Years the request asks about that the data file never mentions."""
+    years = sorted(set(re.findall(r"\b(20\d\d)\b", request)))
+    if not years or path.suffix.lower() not in {".csv", ".tsv"} or not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [y for y in years if y not in text]
+
+
+def _data_span(path: Path) -> str:
+    found = sorted(set(re.findall(r"\b20\d\d-\d\d(?:-\d\d)?\b", path.read_text(errors="replace"))))
+    return f"it covers {found[0]} to {found[-1]}" if found else "its dates are unknown"
 
 
 def _header(path: Path) -> list[str]:
@@ -133,7 +148,9 @@ def _extract_fields(request: str) -> dict[str, Any]:
     """The fields named after 'extract'/'pull out', as a JSON schema of strings/numbers."""
     m = re.search(
         r"\b(?:extract|pull out|get|find)\s+(?:the\s+)?(.+?)\s+(?:from|out of|in)\b", request, re.I
-    )
+    ) or re.search(r"\b(?:extract|pull out|pull|get|need)\b[^:]{0,40}:\s*([^.]+)", request, re.I)
+    if m is None:
+        m = re.search(r"(?:form|fields?|terms)\s*[-\u2013:]\s*([^.]+)", request, re.I)
     names: list[str] = []
     if m:
         for part in re.split(r",\s*|\s+and\s+|\s*&\s*", m.group(1)):
@@ -192,6 +209,15 @@ def compose(
             data_files = candidates[:1]
             if data_files:
                 c.reasoning.append(f"data: no file named; using {data_files[0]} from the workspace")
+        missing_years = (
+            _years_not_in(request, workspace / data_files[0]) if data_files and workspace else []
+        )
+        if missing_years and workspace is not None:
+            c.warnings.append(
+                f"{data_files[0]} has no data for {', '.join(missing_years)}"
+                f" ({_data_span(workspace / data_files[0])})"
+            )
+            data_files = []
         if data_files:
             file = data_files[0]
             header = _header(workspace / file) if workspace else []
@@ -489,7 +515,8 @@ def compose(
                 )
     if "webhook" in req.side_effects:
         if req.urls:
-            sent = {"email": ref("send")} if any(st.id == "send" for st in c.steps) else {}
+            done_first = [st.id for st in c.steps if st.tool in ("send_email", "publish_post")]
+            sent = {sid: ref(sid) for sid in done_first}  # notify once those are done
             payload = (
                 {ch: ref(sid) for ch, sid in written.items()} | sent
                 or dict(material.items())
@@ -511,7 +538,14 @@ def compose(
             path = m.group(1)
             if not re.search(r"\.\w+$", path):  # a folder: name the file after the topic
                 path = f"drafts/{re.sub(r'[^a-z0-9]+', '-', slots.topic.lower()).strip('-') or 'draft'}.md"
-        if not written and not translated and not summary_step and "extracted" in material:
+        wants_json = bool(path and path.endswith(".json"))
+        if (
+            not written
+            and not translated
+            and not summary_step
+            and "extracted" in material
+            and not wants_json
+        ):
             written["report"] = c.add(
                 "write_report",
                 "write_content",
@@ -528,6 +562,8 @@ def compose(
             content = ref(next(iter(translated.values())), "translation")
         elif summary_step:
             content = ref(summary_step, "summary")
+        elif "extracted" in material and path and path.endswith(".json"):
+            content = ref("extract", "as_json")
         elif "data" in material:
             content = ref("data", "csv")
             if path and path.endswith(".md") and re.search(r"\bcsv\b", low):

@@ -147,7 +147,8 @@ class Planner:
         impossible = _IMPOSSIBLE.search(instructions)
         leading = bool(_LEADS_WITH_IMPOSSIBLE.match(instructions))
         doable = req.channels or set(req.needs) - {"analysis", "research"}
-        if impossible and ((leading and not req.channels) or not doable):
+        writes = re.search(r"\b(write|draft|compose|prepare|create)\b", instructions, re.I)
+        if impossible and ((leading and not writes) or not doable):
             return self._clarify(request, req, candidates, reasoning)
         if is_vague(instructions, req):
             return self._clarify(request, req, candidates, reasoning)

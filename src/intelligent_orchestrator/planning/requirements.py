@@ -25,8 +25,9 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "report": ("report", "memo", "briefing"),
     "web": ("landing page", "web page", "webpage", "website copy", "product page"),
     "product_description": ("product description",),
+    "social": ("social post", "social media post", "social media", "socials"),
 }
-SOCIAL = {"linkedin", "twitter", "instagram", "facebook"}
+SOCIAL = {"linkedin", "twitter", "instagram", "facebook", "social"}
 WEB = {"blog", "web"}
 
 LANGUAGES = {
@@ -45,7 +46,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
         "research", "find out", "look up", "according to", "our docs", "knowledge base",
         "sources", "cite", "citations", "competitor", "market trends", "fact-check",
         "what do our documents", "background on", "conflict", "contradict", "where each",
-        "what does our", "what do our", "is it true", "consistent with",
+        "what does our", "what do our", "is it true", "consistent with", "search our",
+        "our documents", "what it says", "where it says", "look through our",
     ),
     "metrics": (
         "metrics", "kpi", "kpis", "growth", "conversion", "cac", "churn", "roi", "profit",
@@ -55,17 +57,19 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "summarize": ("summar", "tl;dr", "tldr", "key points", "digest", "recap", "condense", "gist",
                   "in a nutshell", "main points", "short version"),
     "extract": ("extract", "pull out", "fields from", "parse the", "invoice number", "line items",
-                "as json", "get me the", "list the", "what are the", "who the parties", "the parties"),
+                "as json", "get me the", "list the", "what are the", "who the parties", "the parties",
+                "separate fields", "seperate fields", "as fields", "into fields", "for my spreadsheet",
+                "structured form", "structured data", "in a structured", "key terms out of"),
     "seo": ("seo", "search engine", "meta description", "keywords", "rank on google"),
     "qa": ("proofread", "qa ", "quality check", "check the draft", "review the draft", "fact check",
            "check that it", "check it for", "make sure it doesn", "doesn't use the phrase",
            "does not use the phrase", "banned phrase", "avoid the phrase", "check the tone",
-           "check for typos", "spell-check", "spellcheck"),
+           "check for typos", "spell-check", "spellcheck", "grammar", "spelling mistakes"),
     "analysis": ("analy", "break down", "breakdown", "compare", "trend", "by region", "by month",
                  "per month", "per region", "top ", "total", "average", "sum of", "how many", "query"),
 }  # fmt: skip
 WRITE_WORDS = (
-    "write", "draft", "compose", "create a", "prepare a", "put together", "announce",
+    "write", "draft", "compose", "put together", "announce",
     "announcement", "copy for", "post about", "teaser", "caption", "thread",
     "tidy up", "rewrite", "rephrase", "reword", "polish", "shorten", "clean up", "edit",
     "blurb", "blurbs", "tagline", "slogan",
@@ -82,6 +86,9 @@ _DATE = re.compile(
     r"saturday|sunday|tomorrow|tonight|end of (?:day|week|month|quarter))|\d{4}-\d{2}-\d{2}|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?)\b",
     re.I,
+)
+_SELF_DONE = re.compile(
+    r"\b(?:i'?ll|i will|we'?ll|we will)\s+(?:post|send|publish|share|mail|email)\b", re.I
 )
 _NEGATION = re.compile(
     r"\b(?:don'?t|do not|doesn'?t|never|not|no need to|without|hold off|avoid|shouldn'?t|"
@@ -100,9 +107,15 @@ _VERB_LEAD = (
     r"will you|let's|lets|pls|kindly)\s+)"
 )
 _SEND = re.compile(_VERB_LEAD + r"(?:send|e-?mail|mail)\b(?!\s+(?:address|list|campaign|newsletter\s+draft))", re.I)  # fmt: skip
-_PUBLISH = re.compile(_VERB_LEAD + r"(?:publish|post|share|tweet|schedule)\b(?!\s+(?:about|ideas?|series|draft)\b)", re.I)  # fmt: skip
+_PUBLISH = re.compile(
+    _VERB_LEAD + r"(?:publish|post|share|tweet|schedule|(?:announce|put|go live)(?=[^.;]*\bon\s+"
+    r"(?:our\s+|the\s+)?(?:blog|linkedin|twitter|x|facebook|instagram|website)\b))\b"
+    r"(?!\s+(?:ideas?|series|draft)\b)(?![^.;,]*\b(?:slack|webhook|teams|discord)\b)"
+    r"(?!\s+about\b(?![^.;,]*\b(?:on|to)\s+(?:our\s+|the\s+)?(?:linkedin|twitter|x|facebook|instagram|blog|website)\b))",
+    re.I,
+)
 _WEBHOOK = re.compile(r"\bwebhook\b|\b(?:notify|ping|call)\s+(?:our\s+)?(?:slack|zapier|endpoint|the endpoint|https?://)", re.I)  # fmt: skip
-_SAVE = re.compile(_VERB_LEAD + r"(?:save|store|write|put|place|keep)\b[^.;]*?\b(?:to|as|into|in)\s+(?:the\s+|a\s+)?(?:[\w ]{0,20}\s)?(?:file\s+|folder\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json)|drafts(?:\s+folder|/)?)", re.I)  # fmt: skip
+_SAVE = re.compile(_VERB_LEAD + r"(?:(?:save|store|put|place|keep)\b[^.;]*?\b(?:to|as|into|in)|write\b[^.;]*?\b(?:it|them|this|that)\s+(?:to|into))\s+(?:the\s+|a\s+)?(?:[\w ]{0,20}\s)?(?:file\s+|folder\s+)?((?:[\w-]+/)*[\w-]+\.(?:md|txt|html|csv|json)|drafts(?:\s+folder|/)?)", re.I)  # fmt: skip
 _EXTRACT_SHAPE = re.compile(
     r"\b(?:pull|get|take|grab)\b[^.;]{3,120}?\b(?:out of|from)\b|\blist (?:every|all|each)\b",
     re.I,
@@ -179,7 +192,10 @@ def _channels(text: str) -> list[str]:
                 and not re.search(rf"\b{w}\b", low)
             ):
                 continue
-            if re.search(rf"(?<![a-z]){re.escape(w)}s?(?![a-z])", low) or _fuzzy_in(w, low):
+            hit = re.search(rf"(?<![a-z]){re.escape(w)}s?(?![a-z])", low)
+            if hit and re.search(r"\b(this|these|that|following)\s+$", low[: hit.start()]):
+                continue  # "this email": the content given, not a deliverable
+            if hit or _fuzzy_in(w, low):
                 found.append(channel)
                 break
     if "product_description" in found and "web" in found:
@@ -192,7 +208,8 @@ def _channels(text: str) -> list[str]:
 VAGUE = re.compile(
     r"\b(the usual|as usual|same as (?:last|before)|you know|do something|something with|"
     r"some content|something out|sort (?:it|that|this) out|sort it|make it better|improve it|"
-    r"the thing|that thing)\b",
+    r"the thing|that thing|with something|help (?:us|me) with|help (?:us|me) out|"
+    r"isn'?t our thing)\b",
     re.I,
 )
 
@@ -293,10 +310,10 @@ def scoped_channels(request: str, pattern: re.Pattern[str] | str) -> list[str] |
     return found or None
 
 
-def _languages(text: str) -> list[str]:
+def _languages(text: str, *, has_content: bool = False) -> list[str]:
     found: list[str] = []
     for m in re.finditer(
-        r"\b(?:in|into|to|and|also|plus|a|an)\s+([a-z]+)\b|\b([a-z]+)\s+(?:version|translation|copy)\b",
+        r"\b(?:in|into|to|and|also|plus|a|an)\s+(?=([a-z]+)\b)|\b([a-z]+)\s+(?:version|translation|copy)\b",
         text,
         re.I,
     ):
@@ -310,8 +327,10 @@ def _languages(text: str) -> list[str]:
             if lang and lang not in found:
                 found.append(lang)
     explicit_english = re.search(
-        r"\benglish (version|translation)|translat\w* [^.]*english", text, re.I
-    )
+        r"\benglish (version|translation)|translat\w* [^.]*english|(?:say|mean|means) in english",
+        text,
+        re.I,
+    ) or (has_content and re.search(r"\bin english\b", text, re.I))
     if "English" in found and not explicit_english:
         found = [f for f in found if f != "English"]
     return found
@@ -321,10 +340,11 @@ def _side_effects(text: str) -> tuple[list[str], bool, list[str]]:
     """Actions the request asks for, whether it says draft only, and the constraints seen."""
     wants: list[str] = []
     constraints: list[str] = []
-    draft_only = bool(_DRAFT_ONLY.search(text))
-    if draft_only:
-        constraints.append("draft only: nothing is sent or posted")
+    draft_only = False
     for clause in clauses(text):
+        if _DRAFT_ONLY.search(clause) or _SELF_DONE.search(clause):
+            draft_only = True  # this clause's deliverable stays a draft
+            continue
         negated = bool(_NEGATION.search(clause))
         if _SEND.search(clause) and not negated:
             wants.append("send_email")
@@ -335,7 +355,12 @@ def _side_effects(text: str) -> tuple[list[str], bool, list[str]]:
         if _SAVE.search(clause) and not negated:
             wants.append("save")
     if draft_only:
-        wants = [w for w in wants if w == "save"]
+        constraints.append(
+            "draft only: nothing is sent or posted"
+            if not wants
+            else "part of it stays a draft: only what the user asked to send or post goes out"
+        )
+    draft_only = draft_only and not [w for w in wants if w != "save"]
     return list(dict.fromkeys(wants)), draft_only, constraints
 
 
@@ -373,7 +398,7 @@ _CONTENT_COLON = re.compile(
 
 def inline_content(request: str) -> str | None:
     """Text the request carries as material: after "...this message:" or in quotes."""
-    if m := _CONTENT_COLON.search(request):
+    if (m := _CONTENT_COLON.search(request)) and not re.match(r":\s*[\"“]", m.group(1)):
         return m.group(1)[1:].strip().strip("\"“”'").strip() or None
     m = re.search(r"[\"“](.{20,}?)[\"”]", request, re.S)
     return m.group(1).strip() if m else None
@@ -382,9 +407,9 @@ def inline_content(request: str) -> str | None:
 def instructions_only(text: str) -> str:
     """The request without the content it carries (quoted text, text after "this message:"):
     words inside a message to translate or proofread are material, never instructions."""
-    if m := _CONTENT_COLON.search(text):
+    if (m := _CONTENT_COLON.search(text)) and not re.match(r":\s*[\"“]", m.group(1)):
         text = text[: m.start(1)]
-    return " ".join(_QUOTES.sub(" ", text).split())
+    return " ".join(_QUOTES.sub(" ", text).split()).rstrip(" :")
 
 
 def parse_requirements(request: str, *, workspace: Path | None = None) -> Requirements:
@@ -393,11 +418,13 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
     text = instructions_only(full)
     low = text.lower()
     available = workspace_files(workspace)
-    files = _files(full, available)
+    save_targets = {m.group(1) for m in _SAVE.finditer(text)}
+    files = [f for f in _files(full, available) if f not in save_targets]
+    files = files or _stems_named(text, available)
     by_name = [] if files else _documents_by_name(text, available)
     files = files or by_name
     channels = _channels(text)
-    languages = _languages(text)
+    languages = _languages(text, has_content=inline_content(full) is not None)
     wants, draft_only, constraints = _side_effects(text)
     needs = [n for n, words in NEEDS.items() if _mentions(text, words)]
     data_files = [f for f in files if Path(f).suffix.lower() in DATA_SUFFIXES]
@@ -411,6 +438,8 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
         and re.search(r"\b(data|numbers|figures|sales|spreadsheet|table|ledger)\b", low)
     ):
         needs.append("data")
+    if "data" not in needs and _asks_about_columns(text, workspace, available):
+        needs.append("data")  # "how many new customers did East get in March?"
     if languages:
         needs.append("translate")
     urls = _URL.findall(text)
@@ -426,6 +455,16 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
         and (doc_files or _CONTENT_COLON.search(full))
     ):
         needs.append("extract")  # "pull the fee and the term out of contract.md"
+    if (
+        "extract" not in needs
+        and doc_files
+        and re.search(
+            r"\b(?:what'?s|whats|what is|what are|give me|tell me)\b[^.?]*,[^.?]*\band\b",
+            text,
+            re.I,
+        )
+    ):
+        needs.append("extract")  # "what's the fee, the term and the notice period in our contract?"
     if "send_email" in wants and "write" not in needs:
         needs.append("write")  # something must be written to be sent
     is_question = re.match(r"(?i)(what|which|who|when|where|why|how)\b", text) or (
@@ -485,6 +524,18 @@ def parse_requirements(request: str, *, workspace: Path | None = None) -> Requir
     )
 
 
+def _stems_named(text: str, available: list[str]) -> list[str]:
+    """Files named by their exact stem without the extension ("from invoice-1042")."""
+    low = text.lower()
+    return [
+        f
+        for f in available
+        if len(Path(f).stem) >= 5
+        and re.search(r"[\d_-]", Path(f).stem)  # a file-like name, not a plain word
+        and re.search(rf"(?<![\w-]){re.escape(Path(f).stem.lower())}(?![\w-])", low)
+    ][:1]
+
+
 def _documents_by_name(text: str, available: list[str]) -> list[str]:
     """Workspace documents the request names by their stem ("our contract" → docs/contract.md);
     a request that only asks questions of them is left to research."""
@@ -499,6 +550,28 @@ def _documents_by_name(text: str, available: list[str]) -> list[str]:
         if len(stem) >= 4 and re.search(pattern, low):
             found.append(f)
     return found[:1]
+
+
+def _asks_about_columns(text: str, workspace: Path | None, available: list[str]) -> bool:
+    """A question or analysis that names a column of a workspace table ("new customers")."""
+    if workspace is None or not (
+        text.rstrip().endswith("?")
+        or re.search(
+            r"\b(how many|how much|what was|what were|which|share of|total|per|by)\b", text, re.I
+        )
+    ):
+        return False
+    low = text.lower()
+    for f in _data_in(available):
+        path = workspace / f
+        if path.suffix.lower() not in {".csv", ".tsv"}:
+            continue
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().lower().replace("\t", ",").split(",")
+        names = {h.strip().replace("_", " ") for h in header if len(h.strip()) >= 4}
+        if any(re.search(rf"\b{re.escape(n)}\b", low) for n in names):
+            return True
+    return False
 
 
 def _data_in(available: list[str]) -> list[str]:

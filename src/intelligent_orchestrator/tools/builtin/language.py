@@ -414,6 +414,7 @@ class ExtractOutput(BaseModel):
     valid: bool = Field(description="True when data matches the schema.")
     errors: list[str]
     sources: list[Citation]
+    as_json: str = Field(default="", description="`data` as JSON text (to save as a file).")
 
 
 @tool(
@@ -461,6 +462,7 @@ async def extract(
     ]
     missing = [f for f in fields.get("required", []) if f not in data]
     return ExtractOutput(
+        as_json=json.dumps(data, ensure_ascii=False, indent=2),
         data=data,
         missing=missing,
         valid=not errors and not missing,
