@@ -298,3 +298,41 @@ async def test_an_mcp_tool_is_a_candidate_and_can_be_planned_alone(settings: Set
         ("clock_get_current_time", {"timezone": "Asia/Tokyo"})
     ]
     assert any("mcp:clock" in r for r in plan.reasoning)
+
+
+async def test_concurrent_plans_record_their_calls_against_their_own_tasks(
+    settings: Settings,
+) -> None:
+    import asyncio
+    import json
+
+    from intelligent_orchestrator.domain.models import LlmCall
+    from intelligent_orchestrator.llm import CallScope
+
+    calls: list[LlmCall] = []
+
+    async def sink(call: LlmCall) -> None:
+        calls.append(call)
+
+    def answer(prompt: str) -> dict:  # slots, then the whole-DAG proposal (the draft shown)
+        if "A draft plan:" in prompt:
+            return {"steps": json.loads(prompt.split("A draft plan:\n", 1)[1])}
+        return SLOTS
+
+    script = scripted(answer, delay=0.05)  # both plans' calls are in flight at once
+    gateway = ModelGateway(settings, models={"strong": script.model}, sink=sink)
+    p = Planner(default_registry(settings), gateway, workspace=settings.workspace)
+    await asyncio.gather(
+        p.plan(
+            "Summarize docs/contract.md",
+            model="strong",
+            scope=CallScope(task_id="A", step_id="plan"),
+        ),
+        p.plan(
+            "Write a LinkedIn post about our office",
+            model="strong",
+            scope=CallScope(task_id="B", step_id="plan"),
+        ),
+    )
+    assert sorted(c.task_id for c in calls) == ["A", "A", "B", "B"]
+    assert {c.step_id for c in calls} == {"plan"}

@@ -115,14 +115,12 @@ class Planner:
         self.gateway = gateway
         self.workspace = workspace
         self.memory = memory  # a callable(request) -> list[Recollection], optional
-        self._scope: CallScope | None = None
 
     # Public ----------------------------------------------------------------------------
     async def plan(
         self, request: str, *, model: str | None = None, scope: CallScope | None = None
     ) -> ExecutionPlan:
         """``scope``: where the planner's model calls are recorded (the task to be, step "plan")."""
-        self._scope = scope
         request = request.strip()
         if not request:
             raise PlanningError("the request is empty")
@@ -159,15 +157,15 @@ class Planner:
             and candidates[0] is other_tool
             and set(req.needs) <= {"research", "analysis"}
         ):
-            return await self._single_tool(request, req, other_tool, reasoning, model)
+            return await self._single_tool(request, req, other_tool, reasoning, model, scope)
         if not req.needs:
             other = next(
                 (c for c in candidates if c.source != "builtin" and c.score >= MIN_TOOL_SCORE), None
             )
             if other is None or _IMPOSSIBLE.search(request):
                 return self._clarify(request, req, candidates, reasoning)
-            return await self._single_tool(request, req, other, reasoning, model)
-        slots, slot_note = await self._slots(request, req, model)
+            return await self._single_tool(request, req, other, reasoning, model, scope)
+        slots, slot_note = await self._slots(request, req, model, scope)
         reasoning.append(slot_note)
         req = req.model_copy(
             update={
@@ -186,7 +184,7 @@ class Planner:
             )
         proposal_note = None
         if self._capable(model):
-            comp, proposal_note = await self._propose(request, req, comp, candidates, model)
+            comp, proposal_note = await self._propose(request, req, comp, candidates, model, scope)
         if proposal_note:
             reasoning.append(proposal_note)
         for s in comp.steps:
@@ -249,11 +247,13 @@ class Planner:
         return [Candidate(p.document, s, by_id[p.document].source) for p, s in ranked]
 
     # Stages ----------------------------------------------------------------------------
-    async def _slots(self, request: str, req: Requirements, model: str | None) -> tuple[Slots, str]:
+    async def _slots(
+        self, request: str, req: Requirements, model: str | None, scope: CallScope | None
+    ) -> tuple[Slots, str]:
         try:
             out = await self.gateway.generate(
                 _Slots,
-                scope=self._scope,
+                scope=scope,
                 purpose="planner",
                 model=model,
                 instructions=(
@@ -284,6 +284,7 @@ class Planner:
         candidate: Candidate,
         reasoning: list[str],
         model: str | None,
+        scope: CallScope | None,
     ) -> ExecutionPlan:
         """A request that only a plugin or MCP tool matches: one step, the model fills its
         inputs from the tool's own input schema."""
@@ -292,7 +293,7 @@ class Planner:
         try:
             args = await self.gateway.generate(
                 StructuredDict(schema, name="arguments"),
-                scope=self._scope,
+                scope=scope,
                 purpose="planner",
                 model=model,
                 instructions=f"Fill the arguments of the tool {spec.tool_id}: {spec.description}",
@@ -426,6 +427,7 @@ class Planner:
         comp: Composition,
         candidates: list[Candidate],
         model: str | None,
+        scope: CallScope | None,
     ) -> tuple[Composition, str]:
         """A capable model proposes the whole DAG; kept only if it survives validation."""
         tool_ids = sorted({c.tool_id for c in candidates} | {s.tool for s in comp.steps})
@@ -450,7 +452,7 @@ class Planner:
         try:
             proposal = await self.gateway.generate(
                 proposal_model,
-                scope=self._scope,
+                scope=scope,
                 purpose="planner",
                 model=model,
                 instructions=(
