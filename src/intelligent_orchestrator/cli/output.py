@@ -148,7 +148,7 @@ def print_plan(plan: ExecutionPlan, *, console: Console | None = None) -> None:
     nodes: dict[str, Tree] = {}
     for sid in execution_order(plan):
         step = plan.step(sid)
-        gate = " [yellow](approval)[/]" if step.requires_approval or _side_effect(step.tool) else ""
+        gate = " [yellow](approval)[/]" if step.requires_approval else ""  # set by the planner
         label = f"[bold]{sid}[/] {step.tool}{gate}"
         if len(deps[sid]) > 1:
             label += f" [dim]← {', '.join(deps[sid])}[/]"
@@ -166,7 +166,3 @@ def print_plan(plan: ExecutionPlan, *, console: Console | None = None) -> None:
         out.print(f"[yellow]warning:[/] {escape(w)}")
     for line in plan.reasoning:
         out.print(f"  [dim]{escape(line)}[/]")
-
-
-def _side_effect(tool: str) -> bool:
-    return tool in ("send_email", "publish_post", "post_webhook")

@@ -25,6 +25,8 @@ from .requirements import (
     inline_content,
     instructions_only,
     scoped_channels,
+    table_header,
+    workspace_files,
 )
 
 KIND_FOR_CHANNEL = {
@@ -95,14 +97,6 @@ def _years_not_in(request: str, path: Path) -> list[str]:
 def _data_span(path: Path) -> str:
     found = sorted(set(re.findall(r"\b20\d\d-\d\d(?:-\d\d)?\b", path.read_text(errors="replace"))))
     return f"it covers {found[0]} to {found[-1]}" if found else "its dates are unknown"
-
-
-def _header(path: Path) -> list[str]:
-    if path.suffix.lower() not in {".csv", ".tsv"} or not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        row = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
-    return [c.strip() for c in row if c.strip()]
 
 
 def _numeric_columns(path: Path, header: list[str]) -> list[str]:
@@ -200,9 +194,7 @@ def compose(
     if "data" in req.needs:
         if not data_files and workspace is not None:
             candidates = [
-                p.relative_to(workspace).as_posix()
-                for p in sorted(workspace.rglob("*"))
-                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and "artifacts" not in p.parts
+                f for f in workspace_files(workspace) if Path(f).suffix.lower() in DATA_SUFFIXES
             ]
             words = set(re.findall(r"[a-z]+", low))
             candidates.sort(key=lambda f: -len(words & set(re.findall(r"[a-z]+", f.lower()))))
@@ -220,7 +212,7 @@ def compose(
             data_files = []
         if data_files:
             file = data_files[0]
-            header = _header(workspace / file) if workspace else []
+            header = table_header(workspace / file) if workspace else []
             numeric = _numeric_columns(workspace / file, header) if workspace and header else []
             group = next(
                 (

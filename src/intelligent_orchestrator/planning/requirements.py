@@ -9,6 +9,7 @@ LinkedIn" a verb, and "don't post it yet" a negated verb in its clause.
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -563,15 +564,20 @@ def _asks_about_columns(text: str, workspace: Path | None, available: list[str])
         return False
     low = text.lower()
     for f in _data_in(available):
-        path = workspace / f
-        if path.suffix.lower() not in {".csv", ".tsv"}:
-            continue
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            header = fh.readline().lower().replace("\t", ",").split(",")
-        names = {h.strip().replace("_", " ") for h in header if len(h.strip()) >= 4}
+        header = table_header(workspace / f)
+        names = {h.lower().replace("_", " ") for h in header if len(h) >= 4}
         if any(re.search(rf"\b{re.escape(n)}\b", low) for n in names):
             return True
     return False
+
+
+def table_header(path: Path) -> list[str]:
+    """Column names of a CSV/TSV file in the workspace ([] for other files)."""
+    if path.suffix.lower() not in {".csv", ".tsv"} or not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        row = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    return [c.strip() for c in row if c.strip()]
 
 
 def _data_in(available: list[str]) -> list[str]:
