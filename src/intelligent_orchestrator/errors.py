@@ -166,3 +166,7 @@ class ApprovalRejected(ApprovalError):
 
 class ApprovalTimedOut(ApprovalError):
     """Nobody decided before the approval expired."""
+
+
+class InvalidEditError(OrchestratorError):
+    """A reviewer's edit names no variant, changes nothing, or breaks the channel's limits."""

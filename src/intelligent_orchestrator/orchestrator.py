@@ -18,9 +18,13 @@ from .domain.models import (
     Approval,
     ApprovalStatus,
     ArtifactRef,
+    Deliverable,
     ExecutionPlan,
+    ExecutionRecord,
     ExecutionResult,
     LlmCall,
+    PipelinePhase,
+    Review,
     StepStatus,
     Task,
     TaskStatus,
@@ -28,10 +32,13 @@ from .domain.models import (
 )
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
-from .errors import ClarificationNeeded, ConflictError
+from .engine.pipeline import review_gate, write_record
+from .errors import ClarificationNeeded, ConflictError, InvalidEditError
+from .formatting import apply_edit, variant_problems
 from .llm import CallScope, ModelGateway
 from .planning import validate_plan
 from .planning.planner import Planner, Recollection, word_overlap
+from .quality import PlanSplit, descendants, plan_parts
 from .settings import Settings
 from .storage import (
     StepUpdate,
@@ -269,9 +276,16 @@ class Orchestrator:
 
         ``task_id``: the id the task will get, so that planning's model calls count for it.
         """
-        await self.load_mcp_tools()  # MCP tools are candidates too
+        t0 = time.perf_counter()
+        await self.load_mcp_tools()  # MCP tools are candidates too (phase 2: discovery)
+        t1 = time.perf_counter()
         scope = CallScope(task_id=task_id, step_id="plan")
-        return await self.planner.plan(request, model=model, scope=scope)
+        plan = await self.planner.plan(request, model=model, scope=scope)
+        plan.metadata["phase_ms"] = {
+            "discover": round((t1 - t0) * 1000, 1),
+            "plan": round((time.perf_counter() - t1) * 1000, 1),
+        }
+        return plan
 
     async def process_request(
         self,
@@ -421,8 +435,16 @@ class Orchestrator:
         decided_by: str | None = None,
         step_id: str | None = None,
         run_here: bool | None = None,
+        edits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Task:
-        """Approve the pending approval(s) and resume the task."""
+        """Approve the pending approval(s) and resume the task.
+
+        ``edits``: per variant key (``linkedin``, ``blog:german``), the fields a person changed
+        (text, title, subject, ...): the edited text is what the actions publish; the diff is
+        stored. An edit breaking the channel's limits is refused (:class:`InvalidEditError`).
+        """
+        if edits:
+            await self._apply_edits(task_id, edits, editor=decided_by)
         generation = await asyncio.to_thread(
             self.store.approve_and_requeue,
             task_id,
@@ -471,7 +493,147 @@ class Orchestrator:
             )
 
         await asyncio.to_thread(finalize)
+        if task.phase is not None:
+            await asyncio.to_thread(
+                write_record, self.store, task_id, outcome="rejected", approval="rejected"
+            )
         return await self.get_task(task_id)
+
+    async def revise(
+        self,
+        task_id: str,
+        *,
+        feedback: str,
+        decided_by: str | None = None,
+        channels: list[str] | None = None,
+        run_here: bool | None = None,
+    ) -> Task:
+        """Send a result back with feedback: the deliverables (of ``channels``, default all)
+        and their dependants run again with the feedback, then the task returns to review."""
+        task = await self.get_task(task_id)
+        if not feedback.strip():
+            raise InvalidEditError("revise needs feedback: say what to change")
+        if (
+            task.phase is not PipelinePhase.APPROVAL
+            or task.status is not TaskStatus.AWAITING_APPROVAL
+        ):
+            raise ConflictError(
+                f"task {task_id!r} is {task.status.value}"
+                + (f" in phase {task.phase.value}" if task.phase else "")
+                + ", not awaiting review of a result",
+                task_id=task_id,
+            )
+        split, deliverables = self._deliverables(task.plan)
+        chosen = [
+            d for d in deliverables if not channels or d.key in channels or d.channel in channels
+        ]
+        unknown = sorted(
+            set(channels or []) - {d.key for d in deliverables} - {d.channel for d in deliverables}
+        )
+        if unknown or not chosen:
+            raise InvalidEditError(
+                f"no deliverable for {', '.join(unknown) or 'these channels'}; "
+                f"the result has {', '.join(d.key for d in deliverables) or 'none'}"
+            )
+        rerun = descendants(split.content, [d.step_id for d in chosen])
+        generation = await asyncio.to_thread(
+            self.store.revise_and_requeue,
+            task_id,
+            gate=review_gate(task.round),
+            comment=feedback.strip(),
+            decided_by=decided_by,
+            step_ids=sorted(rerun),
+        )
+        await self._dispatch(task_id, generation, run_here=run_here)
+        return await self.get_task(task_id)
+
+    def _deliverables(self, plan: ExecutionPlan) -> tuple[PlanSplit, list[Deliverable]]:
+        return plan_parts(plan, self.registry)
+
+    async def _apply_edits(
+        self, task_id: str, edits: Mapping[str, Mapping[str, Any]], *, editor: str | None
+    ) -> None:
+        task = await self.get_task(task_id)
+        if (
+            task.phase is not PipelinePhase.APPROVAL
+            or task.status is not TaskStatus.AWAITING_APPROVAL
+        ):
+            raise ConflictError(
+                f"task {task_id!r} has no result awaiting review to edit", task_id=task_id
+            )
+        variants = {v.key: v for v in await asyncio.to_thread(self.store.variants, task_id)}
+        unknown = sorted(set(edits) - set(variants))
+        if unknown:
+            raise InvalidEditError(
+                f"no variant {', '.join(unknown)}; the result has {', '.join(variants) or 'none'}"
+            )
+        edited = []
+        for key, change in edits.items():
+            try:
+                new = apply_edit(variants[key], dict(change), editor=editor)
+            except ValueError as exc:
+                raise InvalidEditError(f"{key}: {exc}") from None
+            problems = variant_problems(new)
+            if problems:
+                raise InvalidEditError(f"the edited {key} breaks its limits: {'; '.join(problems)}")
+            edited.append(new)
+        for v in edited:  # all checked first: a refused edit stores none of them
+            await asyncio.to_thread(self.store.add_variant_revision, task_id, task.round, v)
+
+    async def review(self, task_id: str) -> Review:
+        """The result awaiting (or past) review: variants, assessment, attempts, actions."""
+
+        def read() -> Review:
+            task = self.store.get_task(task_id)
+            split, _ = self._deliverables(task.plan)
+            history = self.store.assessments(task_id)
+            approvals = self.store.approvals(task_id)
+            pending = next(
+                (
+                    a.step_id
+                    for a in approvals
+                    if a.status is ApprovalStatus.PENDING and a.step_id is not None
+                ),
+                None,
+            )
+            calls = self.store.llm_calls(task_id)
+            variants = self.store.variants(task_id)
+            return Review(
+                task=task,
+                round=task.round,
+                needs_human=task.needs_human,
+                gate=pending,
+                variants=variants,
+                assessment=history[-1][1] if history else None,
+                attempts=[
+                    {
+                        "round": a.round,
+                        "trigger": trigger,
+                        "score": a.overall_score,
+                        "passed": a.passed,
+                        "judge_error": a.judge_error,
+                    }
+                    for trigger, a in history
+                ],
+                actions=split.actions,
+                approvals=approvals,
+                metadata={
+                    "task_id": task_id,
+                    "plan": [f"{s.id}:{s.tool}" for s in task.plan.steps],
+                    "models": sorted({c.model for c in calls}),
+                    "cost": round(task.total_cost, 6),
+                    "quality_score": task.quality_score,
+                    "sources": sorted(
+                        {src.get("document", "") for v in variants for src in v.sources} - {""}
+                    ),
+                    "phase": task.phase.value if task.phase else None,
+                },
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def execution_record(self, task_id: str) -> ExecutionRecord | None:
+        return await asyncio.to_thread(self.store.execution_record, task_id)
 
     async def cancel(self, task_id: str) -> Task:
         task = await self.get_task(task_id)

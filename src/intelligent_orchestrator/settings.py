@@ -55,6 +55,72 @@ class EngineSettings(BaseModel):
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_backoff_rate: float = Field(default=2.0, ge=1)
     queue_polling_seconds: float = Field(default=0.5, gt=0)
+    pause_at_phase: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Fault injection for crash drills: seconds a request's pipeline waits when it "
+            "enters a phase (e.g. {'format': 30}), after the phase is recorded."
+        ),
+    )
+
+
+_DIMENSIONS = ("accuracy", "completeness", "coherence", "tone", "format")
+
+
+class QualitySettings(BaseModel):
+    """Phase 4-5: how results are scored and when they are refined or escalated."""
+
+    enabled: bool = Field(default=True, description="Assess and refine request results.")
+    threshold: float = Field(
+        default=0.75, ge=0, le=1, description="Pass mark of the overall score."
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Pass marks per channel (e.g. linkedin) or request intent, over `threshold`.",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "accuracy": 0.25,
+            "completeness": 0.25,
+            "coherence": 0.15,
+            "tone": 0.15,
+            "format": 0.2,
+        },
+        description="Weight of each dimension in the overall score.",
+    )
+    min_dimension: float = Field(
+        default=0.5, ge=0, le=1, description="A dimension below this fails the result too."
+    )
+    max_retries: int = Field(default=2, ge=0, le=10, description="Refinement rounds at most.")
+    judge: bool = Field(default=True, description="Ask the judge model after the checks.")
+    length_tolerance: float = Field(
+        default=0.5, gt=0, le=5, description="Allowed relative deviation from a target length."
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_dimensions(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(_DIMENSIONS))
+        if unknown:
+            raise ValueError(f"unknown dimension(s) {unknown}; known: {list(_DIMENSIONS)}")
+        if any(w < 0 for w in weights.values()) or not sum(weights.values()):
+            raise ValueError("weights must be >= 0 and not all zero")
+        return weights
+
+    @field_validator("thresholds")
+    @classmethod
+    def _in_range(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in thresholds.items() if not 0 <= v <= 1)
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1: {bad}")
+        return thresholds
+
+    def threshold_for(self, *keys: str | None) -> float:
+        """The first of ``keys`` (channel, intent) with its own pass mark, else the default."""
+        for k in keys:
+            if k and k in self.thresholds:
+                return self.thresholds[k]
+        return self.threshold
 
 
 class SmtpSettings(BaseModel):
@@ -192,6 +258,7 @@ class Settings(BaseSettings):
     tools: ToolSettings = Field(default_factory=ToolSettings)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     local_model_path: Path | None = Field(
         default=None, description="Any GGUF file to serve instead of the bundled model."
     )

@@ -14,6 +14,7 @@ from intelligent_orchestrator.settings import Settings
 from tests.api.conftest import asgi_client
 from tests.conftest import build_registry
 from tests.support.models import scripted
+from tests.support.pipeline import GOOD
 from tests.support.tools import outbox
 
 API = "/api/orchestrator"
@@ -436,7 +437,15 @@ async def test_status_reports_model_usage_per_step_and_task(settings: Settings) 
 
 async def test_plan_and_process_a_request(settings: Settings) -> None:
     slots = {"intent": "Summarise the contract", "topic": "contract", "audience": "", "tone": ""}
-    script = scripted(lambda p: slots if p.startswith("Request:") else {"summary": "Two years."})
+    script = scripted(
+        lambda p: (
+            GOOD
+            if "Text to grade" in p
+            else slots
+            if p.startswith("Request:")
+            else {"summary": "Two years."}
+        )
+    )
     (settings.workspace / "docs").mkdir(parents=True)
     (settings.workspace / "docs" / "contract.md").write_text("The contract runs 24 months.")
     orch = Orchestrator(settings, registry=build_registry(settings), models={"local": script.model})
@@ -470,7 +479,37 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
             )
             assert started.status_code == 202, started.text
             task_id = started.json()["task_id"]
+            parked = await poll(c, task_id, {"awaiting_approval", "failed"})
+            assert parked["task"]["status"] == "awaiting_approval", parked
+            review = (await c.get(f"{API}/approval/{task_id}")).json()
+            assert review["phase"] == "approval"
+            assert review["assessment"]["passed"] is True
+            assert [v["key"] if "key" in v else v["channel"] for v in review["variants"]] == [
+                "report"
+            ]
+            assert review["variants"][0]["text"].count("Two years.") == 1
+            assert review["metadata"]["task_id"] == task_id
+            too_long = await c.post(
+                f"{API}/approve/{task_id}",
+                json={"approved": True, "edits": {"report": {"text": ""}}},
+            )
+            assert too_long.status_code == 422, too_long.text
+            no_edit_on_reject = await c.post(
+                f"{API}/approve/{task_id}",
+                json={"approved": False, "feedback": "x", "edits": {"report": {"text": "y"}}},
+            )
+            assert no_edit_on_reject.status_code == 422
+            edited = await c.post(
+                f"{API}/approve/{task_id}",
+                json={
+                    "approved": True,
+                    "decided_by": "ana",
+                    "edits": {"report": {"text": "# Contract\n\nIt runs two years."}},
+                },
+            )
+            assert edited.status_code == 200, edited.text
             body = await poll(c, task_id, {"succeeded", "failed"})
+            after = (await c.get(f"{API}/approval/{task_id}")).json()
             bad = await c.post(f"{API}/plan", json={"request": ""})
     finally:
         await orch.close()
@@ -479,4 +518,7 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
     assert body["task"]["user_id"] == "ana"
     assert body["task"]["plan"]["metadata"]["business_metrics"] == {"leads": 3}
     assert body["outputs"]["summary"]["summary"] == "Two years."
+    assert after["variants"][0]["text"] == "# Contract\n\nIt runs two years."
+    assert after["variants"][0]["revision"] == 1
+    assert after["variants"][0]["edited_by"] == "ana"
     assert bad.status_code == 422

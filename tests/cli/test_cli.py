@@ -212,9 +212,30 @@ def test_plan_and_run_a_plain_language_request(env: dict[str, str], tmp_path: Pa
     assert json.loads(unclear.stdout)["clarification"].startswith("No available tool can book")
 
     ran = cli(env, "run", "Summarize docs/contract.md in 40 words", "--wait", "--json")
-    assert ran.returncode == 0, ran.stderr
+    assert ran.returncode == 3, ran.stderr  # parked for a person's review
     result = json.loads(ran.stdout)
     assert result["task"]["request"] == "Summarize docs/contract.md in 40 words"
+    assert result["task"]["status"] == "awaiting_approval"
     summary = result["steps"][0]["output"]
     assert 3 <= summary["word_count"] <= 41
-    assert result["llm"]["calls"] == 2  # the planner's slots, then the summary
+    assert result["llm"]["calls"] == 3  # the planner's slots, the summary, the judge
+    review = result["review"]
+    assert review["gate"] == "@review:0"
+    assessment = review["assessment"]
+    assert set(assessment["dimensions"]) == {
+        "accuracy",
+        "completeness",
+        "coherence",
+        "tone",
+        "format",
+    }
+    assert assessment["judge_model"] == "local" or assessment["judge_error"]
+    [variant] = review["variants"]
+    assert variant["channel"] == "report"
+    shown = cli(env, "show", result["task"]["task_id"], "--channel", "report")
+    assert shown.returncode == 0, shown.stderr
+    assert summary["summary"].split()[0] in shown.stdout
+    task_id = result["task"]["task_id"]
+    approved = cli(env, "approve", task_id, "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["task"]["status"] == "succeeded"

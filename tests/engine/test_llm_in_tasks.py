@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from intelligent_orchestrator.settings import LlmSettings, ModelConfig, Settings
 from intelligent_orchestrator.tools.registry import ToolRegistry
 from tests.conftest import build_registry
 from tests.support.models import Script, scripted
+from tests.support.pipeline import GOOD
 
 DRAFT = {"title": "Spring sale", "body": "Garden furniture is 25% off until April 10."}
 
@@ -45,7 +47,9 @@ def plan() -> ExecutionPlan:
     )
 
 
-def answers(prompt: str) -> dict[str, str]:
+def answers(prompt: str) -> dict[str, Any]:
+    if "Text to grade" in prompt:  # the quality judge of a request's result
+        return GOOD
     if "Translate" in prompt:
         return {"translation": "Gartenmöbel 25 % günstiger.", "source_language": "English"}
     if "Summarise" in prompt:
@@ -175,11 +179,13 @@ async def test_planner_remembers_successful_requests(
     docs = orch.settings.workspace / "docs"
     docs.mkdir(parents=True)
     (docs / "contract.md").write_text("The contract runs for 24 months.")
-    task, plan = await orch.process_request("Summarize docs/contract.md in 20 words", "ana")
+    task, plan = await orch.process_request(
+        "Summarize docs/contract.md in 20 words", "ana", auto_approve=True
+    )
     assert [s.tool for s in plan.steps] == ["summarize"]
     result = await orch.wait(task.task_id, timeout=60)
     assert result.task.status is TaskStatus.SUCCEEDED
-    assert result.llm.calls == 2  # planning counts for the task it planned
+    assert result.llm.calls == 3  # planning counts for the task it planned; then the judge
     again = await orch.plan("Summarize docs/contract.md in 30 words")
     assert any(f"task {task.task_id}" in r for r in again.reasoning)
     assert any(r.startswith(f"reused the plan of task {task.task_id}") for r in again.reasoning)

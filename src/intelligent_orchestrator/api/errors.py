@@ -11,6 +11,7 @@ from intelligent_orchestrator.errors import (
     ClarificationNeeded,
     ConfigError,
     ConflictError,
+    InvalidEditError,
     NotFoundError,
     OrchestratorError,
     PlanningError,
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     PlanningError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     WorkflowValidationError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     ConfigError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    InvalidEditError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     OrchestratorError: status.HTTP_400_BAD_REQUEST,
 }
 """Error class → HTTP status. The most specific class in an error's MRO wins."""

@@ -10,11 +10,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field,
 from intelligent_orchestrator.domain.models import (
     Approval,
     ApprovalStatus,
+    ChannelVariant,
     ExecutionPlan,
     ExecutionResult,
+    QualityAssessment,
+    Review,
     Task,
     TaskStatus,
     ToolSpecification,
+    WorkflowStep,
 )
 
 MAX_WORKFLOW_CHARS = 1_000_000
@@ -107,6 +111,36 @@ class ApprovalPublic(BaseModel):
     pending: list[GatePublic]
     decided: list[Approval] = Field(description="Approvals that are no longer pending.")
     plan: ExecutionPlan
+    phase: str | None = Field(default=None, description="A request's pipeline phase.")
+    round: int = 0
+    needs_human: bool = Field(
+        default=False, description="Escalated: the result stayed below the quality threshold."
+    )
+    variants: list[ChannelVariant] = Field(
+        default_factory=list, description="The result formatted per channel (newest revisions)."
+    )
+    assessment: QualityAssessment | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    actions: list[WorkflowStep] = Field(
+        default_factory=list, description="Steps that run once the result is approved."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_review(cls, result: ExecutionResult, review: Review) -> Self:
+        base = cls.from_result(result)
+        return base.model_copy(
+            update={
+                "phase": review.task.phase.value if review.task.phase else None,
+                "round": review.round,
+                "needs_human": review.needs_human,
+                "variants": review.variants,
+                "assessment": review.assessment,
+                "attempts": review.attempts,
+                "actions": review.actions,
+                "metadata": review.metadata,
+            }
+        )
 
     @classmethod
     def from_result(cls, result: ExecutionResult) -> Self:
@@ -144,7 +178,21 @@ class ApprovalDecision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    approved: bool
+    approved: bool = Field(description="false: reject, or with `revise`, send back for changes.")
+    revise: bool = Field(
+        default=False,
+        description="With approved=false: run the deliverables again with the feedback "
+        "(a refinement round), then return to review.",
+    )
+    channels: list[str] | None = Field(
+        default=None, description="Revise only these variants (default: all)."
+    )
+    edits: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="With approved=true: per variant key (e.g. linkedin), the fields changed "
+        "(text, title, subject, preheader, meta_description, parts, hashtags). The edited "
+        "text is what gets published; the diff is stored.",
+    )
     feedback: str | None = Field(
         default=None,
         max_length=10_000,
@@ -159,6 +207,10 @@ class ApprovalDecision(BaseModel):
 
     @model_validator(mode="after")
     def _rejection_needs_feedback(self) -> Self:
+        if self.approved and (self.revise or self.channels):
+            raise ValueError("revise and channels go with approved=false")
+        if not self.approved and self.edits:
+            raise ValueError("edits go with approved=true")
         if not self.approved:
             if not (self.feedback and self.feedback.strip()):
                 raise ValueError("feedback is required when rejecting")

@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from ..domain.models import ExecutionPlan, ExecutionResult, StepStatus, Task, TaskStatus
+from ..domain.models import (
+    ChannelVariant,
+    ExecutionPlan,
+    ExecutionResult,
+    PipelinePhase,
+    QualityAssessment,
+    Review,
+    StepStatus,
+    Task,
+    TaskStatus,
+)
 from ..planning.validate import execution_order, step_dependencies
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -55,10 +65,10 @@ def exit_code(status: TaskStatus) -> int:
 
 
 def steps_table(result: ExecutionResult) -> Table:
-    table = Table(
-        title=f"task {result.task.task_id} — {styled(result.task.status.value)}",
-        title_justify="left",
-    )
+    title = f"task {result.task.task_id} — {styled(result.task.status.value)}"
+    if result.task.phase is not None:
+        title += f"\n{phases_line(result.task)}"
+    table = Table(title=title, title_justify="left")
     table.add_column("step", no_wrap=True, min_width=8)
     table.add_column("tool", no_wrap=True, min_width=12)
     table.add_column("status", no_wrap=True, min_width=9)
@@ -166,3 +176,91 @@ def print_plan(plan: ExecutionPlan, *, console: Console | None = None) -> None:
         out.print(f"[yellow]warning:[/] {escape(w)}")
     for line in plan.reasoning:
         out.print(f"  [dim]{escape(line)}[/]")
+
+
+_PHASES = [p for p in PipelinePhase if p is not PipelinePhase.DONE]
+
+
+def phases_line(task: Task) -> str:
+    """The pipeline's phases, done ones ticked and the current one bold."""
+    current = task.phase or PipelinePhase.PLAN
+    at = len(_PHASES) if current is PipelinePhase.DONE else _PHASES.index(current)
+    parts = []
+    for i, p in enumerate(_PHASES):
+        if i < at and p is PipelinePhase.REFINE and not task.round:
+            parts.append(f"[dim]{p.value} -[/]")  # nothing needed refining
+        elif i < at:
+            parts.append(f"[green]{p.value} ✓[/]")
+        elif i == at and not task.status.finished:
+            parts.append(f"[bold yellow]{p.value} ●[/]")
+        else:
+            parts.append(f"[dim]{p.value}[/]")
+    extra = f"  round {task.round}" if task.round else ""
+    if task.quality_score is not None:
+        extra += f"  quality {task.quality_score:.2f}"
+    return " > ".join(parts) + extra
+
+
+def quality_table(a: QualityAssessment) -> Table:
+    dims = list(a.dimensions)
+    table = Table(
+        title=f"quality {a.overall_score:.2f} (pass mark {a.threshold:.2f}) — "
+        + ("[green]passed[/]" if a.passed else "[red]below the mark[/]")
+        + (f" — [red]judge failed: {escape(a.judge_error)}[/]" if a.judge_error else ""),
+        title_justify="left",
+    )
+    table.add_column("deliverable", no_wrap=True)
+    table.add_column("overall", justify="right")
+    for d in dims:
+        table.add_column(d, justify="right")
+    for one in a.deliverables or [a]:
+        table.add_row(
+            one.deliverable or "(task)",
+            ("[green]" if one.passed else "[red]") + f"{one.overall_score:.2f}[/]",
+            *(f"{one.dimensions.get(d, 0):.2f}" for d in dims),
+        )
+    return table
+
+
+def print_review(review: Review, *, console: Console | None = None) -> None:
+    out = console or stdout
+    task = review.task
+    out.print(phases_line(task))
+    if review.assessment is not None:
+        out.print(quality_table(review.assessment))
+        for i in review.assessment.issues[:10]:
+            where = f" (step {i.step_id})" if i.step_id else ""
+            colour = "red" if i.severity == "error" else "yellow"
+            out.print(
+                f"  [{colour}]{i.severity}[/] {i.deliverable or ''} {i.dimension}: "
+                f"{escape(i.message)}{where}"
+            )
+        if len(review.attempts) > 1:
+            out.print(
+                "attempts: "
+                + ", ".join(f"round {t['round']} {t['score']:.2f}" for t in review.attempts)
+            )
+    if review.needs_human:
+        out.print("[bold red]needs a person:[/] the result stayed below the quality mark")
+    for v in review.variants:
+        out.print(variant_summary(v))
+    if review.actions:
+        out.print("after approval: " + ", ".join(f"{s.id} ({s.tool})" for s in review.actions))
+    if review.gate is not None:
+        tid = task.task_id
+        out.print(
+            f"review: [bold]orchestrator show {tid} --channel NAME[/], then "
+            f"[bold]orchestrator approve {tid}[/] (--edit NAME=@file), "
+            f"[bold]orchestrator revise {tid} -m '...'[/] or "
+            f"[bold]orchestrator reject {tid} -m '...'[/]"
+        )
+
+
+def variant_summary(v: ChannelVariant) -> str:
+    head = v.subject or v.title or ""
+    figures = f"{len(v.text)} chars" + (f", {len(v.parts)} posts" if v.parts else "")
+    edited = f", edited by {v.edited_by or 'someone'} (rev {v.revision})" if v.revision else ""
+    files = ", ".join(v.artifacts)
+    return f"[bold]{v.key}[/]: {escape(head)} ({figures}{edited})" + (
+        f"\n    files: {files}" if files else ""
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
@@ -18,6 +19,7 @@ from .output import (
     emit_json,
     exit_code,
     print_plan,
+    print_review,
     stderr,
     stdout,
     steps_table,
@@ -38,9 +40,18 @@ async def _watch(orch: Orchestrator, task_id: str, *, show: bool) -> ExecutionRe
         return await orch.wait(task_id, on_progress=update)
 
 
-def _finish(result: ExecutionResult, *, json_: bool) -> None:
+async def _finish(orch: Orchestrator, result: ExecutionResult, *, json_: bool) -> None:
+    review = await orch.review(result.task.task_id) if result.task.phase is not None else None
     if json_:
-        emit_json(result)
+        if review is None:
+            emit_json(result)
+        else:
+            emit_json(result.model_dump(mode="json") | {"review": review.model_dump(mode="json")})
+    elif review is not None:
+        stdout.print(steps_table(result))
+        print_review(review)
+        if result.task.error:
+            stdout.print(f"[red]{result.task.error}[/]")
     else:
         stdout.print(steps_table(result))
         status = result.task.status
@@ -153,7 +164,7 @@ def run(
         if not json_:
             stderr.print(f"task [bold]{task.task_id}[/]")
         result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
-        _finish(result, json_=json_)
+        await _finish(orch, result, json_=json_)
 
     run_with(go)
 
@@ -181,12 +192,43 @@ def status(task_id: str, json_: JsonOpt = False) -> None:
 async def _continue(orch: Orchestrator, task_id: str, json_: bool, *, here: bool) -> None:
     if here:
         result = await _watch(orch, task_id, show=not json_ and stderr.is_terminal)
-        _finish(result, json_=json_)
+        await _finish(orch, result, json_=json_)
     task = await orch.get_task(task_id)
     if json_:
         emit_json(task)
     else:
         stdout.print(f"task {task_id}: {task.status.value}")
+
+
+EDITABLE = ("text", "title", "subject", "preheader", "meta_description", "hashtags")
+
+
+def parse_edits(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME=TEXT``, ``NAME=@FILE`` or ``NAME.FIELD=...`` (field: text by default)."""
+    edits: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        target, sep, value = spec.partition("=")
+        if not sep or not target:
+            raise typer.BadParameter(
+                f"--edit {spec!r}: use NAME=TEXT, NAME=@FILE or NAME.FIELD=TEXT"
+            )
+        key, _, fld = target.partition(".")
+        fld = fld or "text"
+        if fld not in EDITABLE:
+            raise typer.BadParameter(
+                f"--edit {spec!r}: field {fld!r} is not one of {', '.join(EDITABLE)}"
+            )
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text()
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"--edit {spec!r}: cannot read {value[1:]}: {exc.strerror}"
+                ) from None
+        edits.setdefault(key, {})[fld] = (
+            [h.strip() for h in value.split(",") if h.strip()] if fld == "hashtags" else value
+        )
+    return edits
 
 
 def approve(
@@ -196,16 +238,92 @@ def approve(
         str | None, typer.Option("--step", help="Approve only this step's gate.")
     ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who approves (stored).")] = None,
+    edit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--edit",
+            help="Change a variant before approving: NAME=@FILE, NAME=TEXT or NAME.FIELD=TEXT "
+            "(fields: text, title, subject, preheader, meta_description, hashtags). Repeatable.",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Approve a parked task; it resumes (here, when no worker is running)."""
+    edits = parse_edits(edit or [])
 
     async def go(orch: Orchestrator) -> None:
         here = not await orch.live_workers()
         if here:
             await orch.start_engine(kind="cli", listen=False)
-        await orch.approve(task_id, comment=comment, decided_by=by, step_id=step, run_here=here)
+        await orch.approve(
+            task_id, comment=comment, decided_by=by, step_id=step, run_here=here, edits=edits
+        )
         await _continue(orch, task_id, json_, here=here)
+
+    run_with(go)
+
+
+def revise(
+    task_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="What to change.")],
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", "-c", help="Revise only this variant (repeatable)."),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Send a result back with feedback: it is refined, re-assessed and returns for review."""
+
+    async def go(orch: Orchestrator) -> None:
+        here = not await orch.live_workers()
+        if here:
+            await orch.start_engine(kind="cli", listen=False)
+        await orch.revise(task_id, feedback=comment, decided_by=by, channels=channel, run_here=here)
+        await _continue(orch, task_id, json_, here=here)
+
+    run_with(go)
+
+
+def show(
+    task_id: str,
+    channel: Annotated[
+        str | None, typer.Option("--channel", "-c", help="Print this variant (e.g. linkedin).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="With --channel: text or html.")
+    ] = "text",
+    json_: JsonOpt = False,
+) -> None:
+    """Show a request's result: quality, variants, files; or one variant's text."""
+    if fmt not in ("text", "html"):
+        raise typer.BadParameter("--format is text or html")
+
+    async def go(orch: Orchestrator) -> None:
+        review = await orch.review(task_id)
+        if channel is None:
+            if json_:
+                emit_json(review)
+            else:
+                print_review(review)
+            return
+        variant = next((v for v in review.variants if channel in (v.key, v.channel)), None)
+        if variant is None:
+            have = ", ".join(v.key for v in review.variants) or "none yet"
+            stderr.print(f"[red]no variant {channel!r}; this task has: {have}[/]")
+            raise typer.Exit(1)
+        if json_:
+            emit_json(variant)
+        elif fmt == "html":
+            if variant.html is None:
+                stderr.print(f"[red]the {variant.key} variant has no HTML form[/]")
+                raise typer.Exit(1)
+            sys.stdout.write(variant.html)
+        else:
+            head = variant.subject or variant.title
+            if variant.channel in ("email", "newsletter") and head:
+                sys.stdout.write(f"Subject: {head}\n\n")
+            sys.stdout.write(variant.text.rstrip() + "\n")
 
     run_with(go)
 
@@ -246,7 +364,7 @@ def rerun(
                 stdout.print(task.task_id)
             return
         result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
-        _finish(result, json_=json_)
+        await _finish(orch, result, json_=json_)
 
     run_with(go)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NewType
+from typing import Any, Literal, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from .refs import find_references
 
 TaskId = NewType("TaskId", str)
 StepId = NewType("StepId", str)
@@ -60,6 +62,7 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    REVISE = "revise"  # a result sent back for another round, with the reviewer's feedback
 
 
 class ToolSpecification(BaseModel):
@@ -107,6 +110,11 @@ class WorkflowStep(BaseModel):
     retries: int = Field(default=0, ge=0, le=20)
     requires_approval: bool | None = None
 
+    @property
+    def dependencies(self) -> set[str]:
+        """Explicit ``depends_on`` plus every step the inputs reference."""
+        return set(self.depends_on) | {r.step for r in find_references(self.inputs)}
+
 
 class Requirements(BaseModel):
     """What a request asks for, as the planner understood it."""
@@ -150,6 +158,13 @@ class ExecutionPlan(BaseModel):
         default=False, description="Park the whole task for approval before any step runs."
     )
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    pipeline: bool | None = Field(
+        default=None,
+        description=(
+            "Assess, refine, format and review the result before its actions run. "
+            "None: yes for plans made from a request, no for workflow files."
+        ),
+    )
     reasoning: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     requirements: Requirements | None = None
@@ -158,6 +173,10 @@ class ExecutionPlan(BaseModel):
     estimated_duration_seconds: float | None = Field(
         default=None, ge=0, description="Critical path."
     )
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.pipeline if self.pipeline is not None else self.requirements is not None
 
     @field_validator("steps")
     @classmethod
@@ -255,6 +274,10 @@ class Task(BaseModel):
     failed_step: str | None = None
     total_cost: float = 0.0
     auto_approve: bool = False
+    phase: PipelinePhase | None = Field(default=None, description="Pipeline tasks only.")
+    round: int = Field(default=0, description="Refinement rounds so far.")
+    needs_human: bool = Field(default=False, description="Escalated: quality not reached.")
+    quality_score: float | None = None
 
 
 class ArtifactRef(BaseModel):
@@ -281,15 +304,132 @@ class ExecutionResult(BaseModel):
         return {s.step_id: s.output for s in self.steps if s.status is StepStatus.SUCCEEDED}
 
 
+QUALITY_DIMENSIONS = ("accuracy", "completeness", "coherence", "tone", "format")
+"""The dimensions every assessment scores, each 0-1."""
+
+
+class Deliverable(BaseModel):
+    """A step whose output is content for a person: a channel's text or a translation of it."""
+
+    step_id: str
+    channel: str = Field(description="blog, linkedin, twitter, email, newsletter, report, ...")
+    language: str | None = Field(default=None, description="Set for translations.")
+    source_step: str | None = Field(
+        default=None, description="For a translation: the step whose text it translates."
+    )
+
+    @property
+    def key(self) -> str:
+        """How variants and assessments name it: the channel, with the language if any."""
+        return self.channel if not self.language else f"{self.channel}:{self.language.lower()}"
+
+
+class QualityIssue(BaseModel):
+    """One problem found in a result, pointing at the step that caused it."""
+
+    dimension: str = Field(description="One of accuracy, completeness, coherence, tone, format.")
+    message: str
+    step_id: str | None = Field(default=None, description="The step to re-run to fix it.")
+    deliverable: str | None = Field(default=None, description="Deliverable key (channel).")
+    check: str = Field(default="judge", description="The check that found it.")
+    severity: Literal["error", "warning"] = "error"
+
+
 class QualityAssessment(BaseModel):
-    """Quality of a result across dimensions, each 0-1."""
+    """Quality of a result across dimensions, each 0-1: of one deliverable, or of the task
+    (then ``deliverables`` holds each one's assessment and the scores are their mean)."""
 
     overall_score: float = Field(ge=0, le=1)
     dimensions: dict[str, float] = Field(default_factory=dict)
+    evidence: dict[str, list[str]] = Field(
+        default_factory=dict, description="Why each dimension scored what it did."
+    )
     passed: bool
     threshold: float = 0.75
-    issues: list[str] = Field(default_factory=list)
+    issues: list[QualityIssue] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
+    deliverable: str | None = Field(default=None, description="Deliverable key; None: the task.")
+    step_scores: dict[str, float] = Field(
+        default_factory=dict, description="Per step: 1 minus what its issues cost."
+    )
+    checks: list[str] = Field(default_factory=list, description="Deterministic checks that ran.")
+    judge_model: str | None = None
+    judge_error: str | None = Field(
+        default=None, description="The judge failed: the result is never counted as good."
+    )
+    round: int = Field(default=0, description="0: first result; n: after the n-th refinement.")
+    deliverables: list[QualityAssessment] = Field(default_factory=list)
+
+
+class ChannelVariant(BaseModel):
+    """A deliverable formatted for one channel: what a person reviews and what gets published."""
+
+    channel: str
+    deliverable: str = Field(description="The step id the content came from.")
+    language: str | None = None
+    title: str | None = None
+    text: str = Field(description="What goes out: Markdown (blog, report) or plain text.")
+    html: str | None = None
+    subject: str | None = Field(default=None, description="Email and newsletter.")
+    preheader: str | None = None
+    meta_description: str | None = None
+    slug: str | None = None
+    parts: list[str] = Field(default_factory=list, description="A thread's posts, in order.")
+    hashtags: list[str] = Field(default_factory=list)
+    headings: list[str] = Field(default_factory=list)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    artifacts: list[str] = Field(default_factory=list, description="Workspace paths.")
+    limits: dict[str, Any] = Field(
+        default_factory=dict, description="The channel's limits and the variant's figures."
+    )
+    revision: int = Field(default=0, description="0: as formatted; n: the n-th human edit.")
+    edited_by: str | None = None
+    diff: str | None = Field(default=None, description="Unified diff of a human edit.")
+
+    @property
+    def key(self) -> str:
+        return self.channel if not self.language else f"{self.channel}:{self.language.lower()}"
+
+
+class PipelinePhase(StrEnum):
+    """Where a request's pipeline is (the seed's seven phases, then approval and actions)."""
+
+    PLAN = "plan"
+    DISCOVER = "discover"
+    EXECUTE = "execute"
+    ASSESS = "assess"
+    REFINE = "refine"
+    FORMAT = "format"
+    LEARN = "learn"
+    APPROVAL = "approval"
+    ACTIONS = "actions"
+    DONE = "done"
+
+
+class ExecutionRecord(BaseModel):
+    """What one finished (or parked) request taught: the row the learning phase mines."""
+
+    schema_version: int = SCHEMA_VERSION
+    task_id: str
+    request: str | None = None
+    plan: ExecutionPlan
+    tool_sequence: list[str] = Field(description="Tools in the order their steps finished.")
+    steps: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per step: tool, status, attempts, duration, cost."
+    )
+    quality: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per assessment round: score, passed, trigger."
+    )
+    refinements: int = 0
+    outcome: str = Field(description="awaiting_approval, succeeded, failed, rejected, ...")
+    needs_human: bool = False
+    approval: str | None = Field(default=None, description="approved, rejected, revise, ...")
+    feedback: list[str] = Field(default_factory=list)
+    receipts: dict[str, Any] = Field(default_factory=dict)
+    phase_ms: dict[str, float] = Field(default_factory=dict, description="Wall time per phase.")
+    models: list[str] = Field(default_factory=list)
+    cost: float = 0.0
+    business_metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class PatternType(StrEnum):
@@ -324,3 +464,22 @@ class TrainingExample(BaseModel):
     result_quality: float | None = None
     business_metrics: dict[str, float] = Field(default_factory=dict)
     feedback_label: str | None = None
+
+
+class Review(BaseModel):
+    """What a person sees before deciding: the variants, their quality, what runs after."""
+
+    task: Task
+    round: int
+    needs_human: bool = Field(description="Escalated: the result stayed below the threshold.")
+    gate: str | None = Field(description="The pending approval's id in the plan (None: none).")
+    variants: list[ChannelVariant]
+    assessment: QualityAssessment | None = None
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every round's score: round, trigger, score, passed."
+    )
+    actions: list[WorkflowStep] = Field(
+        default_factory=list, description="Steps that run once the result is approved."
+    )
+    approvals: list[Approval] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from ..llm import ModelGateway
 from ..settings import Settings
 from ..storage import Store, dbos_sqlite_engine
 from ..tools.registry import ToolRegistry
+from .pipeline import Pipeline
 from .scheduler import DagRun, StepLimits, watch_cancellations
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
                 error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
             )
             return TaskStatus.REJECTED
+    if plan.uses_pipeline and rt.settings.quality.enabled:
+        return await Pipeline(rt, task).run(previous)
     dag = DagRun(
         task_id=task_id,
         plan=plan,

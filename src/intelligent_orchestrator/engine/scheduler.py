@@ -80,6 +80,12 @@ class DagRun:
     http_transport: Any = None
     gateway: ModelGateway | None = None
     sleep: Callable[[float], Any] = asyncio.sleep
+    feedback: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per step: what a reviewer asked to fix (a refinement round); given to its model calls."""
+    preapproved: bool = False
+    """A person approved the result these steps act on: no per-step gate."""
+    overlay: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per step: output fields replaced before later steps read them (the approved text)."""
     state: dict[str, StepStatus] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -110,6 +116,9 @@ class DagRun:
                 self.outputs[r.step_id] = r.output
             elif r.error:
                 self.errors[r.step_id] = r.error
+        for sid, fields in self.overlay.items():
+            if isinstance(self.outputs.get(sid), dict):
+                self.outputs[sid] = {**self.outputs[sid], **fields}
 
         slots = self.plan.max_concurrency or self.settings.engine.task_concurrency
         self.budget = await self._budget()
@@ -318,6 +327,8 @@ class DagRun:
         return None
 
     def _needs_approval(self, step: WorkflowStep, args: dict[str, Any]) -> bool:
+        if self.preapproved:
+            return False
         if step.requires_approval is not None:
             return step.requires_approval
         return self.registry.get(step.tool).needs_approval(args)
@@ -426,7 +437,7 @@ class DagRun:
             )
             scope = CallScope(task_id=self.task_id, step_id=step.id, budget=self.budget)
             if self.gateway is not None:
-                ctx.llm = BoundLlm(self.gateway, scope)
+                ctx.llm = BoundLlm(self.gateway, scope, self.feedback.get(step.id, ()))
             try:
                 async with asyncio.timeout(timeout):
                     output = await self._invoke(tool, args, ctx)

@@ -336,6 +336,8 @@ class BoundLlm:
 
     gateway: ModelGateway
     scope: CallScope
+    feedback: tuple[str, ...] = ()
+    """What a reviewer asked to fix in this step's previous result (refinement)."""
 
     async def generate(
         self,
@@ -346,6 +348,11 @@ class BoundLlm:
         purpose: str = "writer",
         max_tokens: int | None = None,
     ) -> T:
+        if self.feedback:
+            instructions += (
+                "\n\nA reviewer read your previous answer to this request and found problems. "
+                "Fix every one of them this time:\n" + "\n".join(f"- {f}" for f in self.feedback)
+            )
         return await self.gateway.generate(
             output_type,
             prompt=prompt,

@@ -17,7 +17,7 @@ _WHOLE_REF_MARK = "\x00ref\x00"
 
 def step_dependencies(step: WorkflowStep) -> set[str]:
     """Explicit ``depends_on`` plus every step referenced by the inputs."""
-    return set(step.depends_on) | {r.step for r in find_references(step.inputs)}
+    return step.dependencies
 
 
 def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:

@@ -18,9 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..domain.models import (
     Approval,
     ApprovalStatus,
+    ChannelVariant,
     ExecutionPlan,
+    ExecutionRecord,
     LlmCall,
     LlmUsage,
+    PipelinePhase,
+    QualityAssessment,
     StepRun,
     StepStatus,
     Task,
@@ -31,12 +35,16 @@ from .db import reader_for
 from .tables import (
     ApprovalRow,
     ArtifactRow,
+    AssessmentRow,
+    ExecutionRecordRow,
     ExecutorRow,
     FeedbackRow,
     LlmCallRow,
     SideEffectRow,
+    StepHistoryRow,
     StepRunRow,
     TaskRow,
+    VariantRow,
 )
 
 
@@ -643,6 +651,242 @@ class Store:
                 for r in rows
             ]
 
+    # Pipeline: assessments, variants, refinement, records ---------------------------------
+    def save_assessment(
+        self, task_id: str, assessment: QualityAssessment, *, trigger: str
+    ) -> QualityAssessment:
+        """Store the assessment of ``assessment.round``; a stored one for that round wins
+        (a resumed run never assesses the same result twice)."""
+        with self.session() as s, s.begin():
+            s.get(TaskRow, task_id, with_for_update=True)
+            row = s.scalars(
+                sa.select(AssessmentRow).where(
+                    AssessmentRow.task_id == task_id, AssessmentRow.round == assessment.round
+                )
+            ).first()
+            if row is not None:
+                return QualityAssessment.model_validate(row.body)
+            s.add(
+                AssessmentRow(
+                    task_id=task_id,
+                    round=assessment.round,
+                    trigger=trigger,
+                    overall=assessment.overall_score,
+                    passed=assessment.passed,
+                    body=assessment.model_dump(mode="json"),
+                    created_at=utcnow(),
+                )
+            )
+            s.execute(
+                sa.update(TaskRow)
+                .where(TaskRow.task_id == task_id)
+                .values(quality_score=assessment.overall_score, updated_at=utcnow())
+            )
+        return assessment
+
+    def assessments(self, task_id: str) -> list[tuple[str, QualityAssessment]]:
+        """(trigger, assessment) of every round, oldest first."""
+        with self.read() as s:
+            rows = s.scalars(
+                sa.select(AssessmentRow)
+                .where(AssessmentRow.task_id == task_id)
+                .order_by(AssessmentRow.round)
+            ).all()
+            return [(r.trigger, QualityAssessment.model_validate(r.body)) for r in rows]
+
+    def save_variants(
+        self,
+        task_id: str,
+        round_: int,
+        variants: Sequence[ChannelVariant],
+        artifacts: Sequence[ArtifactRecord] = (),
+    ) -> None:
+        """The formatted variants of a round and their files (replacing an earlier formatting:
+        the files of the same names were overwritten)."""
+        now = utcnow()
+        step_ids = {a.step_id for a in artifacts}
+        with self.session() as s, s.begin():
+            s.execute(
+                sa.delete(VariantRow).where(
+                    VariantRow.task_id == task_id, VariantRow.round == round_
+                )
+            )
+            if step_ids:
+                s.execute(
+                    sa.delete(ArtifactRow).where(
+                        ArtifactRow.task_id == task_id, ArtifactRow.step_id.in_(step_ids)
+                    )
+                )
+            for v in variants:
+                s.add(
+                    VariantRow(
+                        task_id=task_id,
+                        key=v.key,
+                        round=round_,
+                        revision=v.revision,
+                        body=v.model_dump(mode="json"),
+                        edited_by=v.edited_by,
+                        created_at=now,
+                    )
+                )
+            for a in artifacts:
+                s.add(
+                    ArtifactRow(
+                        task_id=task_id,
+                        step_id=a.step_id,
+                        path=a.path,
+                        media_type=a.media_type,
+                        size=a.size,
+                        sha256=a.sha256,
+                        created_at=now,
+                    )
+                )
+
+    def add_variant_revision(self, task_id: str, round_: int, variant: ChannelVariant) -> None:
+        with self.session() as s, s.begin():
+            s.add(
+                VariantRow(
+                    task_id=task_id,
+                    key=variant.key,
+                    round=round_,
+                    revision=variant.revision,
+                    body=variant.model_dump(mode="json"),
+                    edited_by=variant.edited_by,
+                    created_at=utcnow(),
+                )
+            )
+
+    def variants(
+        self, task_id: str, round_: int | None = None, *, all_revisions: bool = False
+    ) -> list[ChannelVariant]:
+        """The variants of a round (default: the latest formatted round), newest revision of
+        each unless ``all_revisions``."""
+        with self.read() as s:
+            if round_ is None:
+                round_ = s.scalar(
+                    sa.select(sa.func.max(VariantRow.round)).where(VariantRow.task_id == task_id)
+                )
+                if round_ is None:
+                    return []
+            rows = s.scalars(
+                sa.select(VariantRow)
+                .where(VariantRow.task_id == task_id, VariantRow.round == round_)
+                .order_by(VariantRow.id)
+            ).all()
+        out: dict[tuple[str, int], ChannelVariant] = {}
+        for r in rows:
+            out[(r.key, r.revision if all_revisions else 0)] = ChannelVariant.model_validate(r.body)
+        return list(out.values())
+
+    def reset_for_refinement(
+        self, task_id: str, step_ids: Sequence[str], *, round_: int, phase: PipelinePhase
+    ) -> None:
+        """Keep the current run of each step in ``step_history`` (under the round it belonged
+        to), set the steps pending again, and move the task to ``round_`` and ``phase`` — in
+        one transaction, so a crash leaves either the old result or the reset."""
+        with self.session() as s, s.begin():
+            task = s.get(TaskRow, task_id, with_for_update=True)
+            if task is None:
+                raise NotFoundError("task", task_id)
+            if task.round < round_:  # else already done (a resumed run)
+                _reset_steps(s, task, step_ids, round_=round_, phase=phase)
+
+    def revise_and_requeue(
+        self,
+        task_id: str,
+        *,
+        gate: str,
+        comment: str,
+        decided_by: str | None,
+        step_ids: Sequence[str],
+    ) -> int:
+        """A reviewer sends the result back: the gate's approval becomes ``revise`` with the
+        feedback, the steps are reset for the next round and the task is queued again — in one
+        transaction. Returns the new run generation."""
+        now = utcnow()
+        self.expire_approvals(now=now, task_id=task_id)
+        with self.session() as s, s.begin():
+            task = s.get(TaskRow, task_id, with_for_update=True)
+            if task is None:
+                raise NotFoundError("task", task_id)
+            row = s.scalars(
+                sa.select(ApprovalRow)
+                .where(
+                    ApprovalRow.task_id == task_id,
+                    ApprovalRow.step_id == gate,
+                    ApprovalRow.status == ApprovalStatus.PENDING.value,
+                )
+                .with_for_update()
+            ).first()
+            if task.status != TaskStatus.AWAITING_APPROVAL.value or row is None:
+                raise ConflictError(
+                    f"task {task_id!r} is {task.status}, not awaiting review", task_id=task_id
+                )
+            row.status = ApprovalStatus.REVISE.value
+            row.decided_at = now
+            row.decided_by = decided_by
+            row.comment = comment
+            s.add(
+                FeedbackRow(
+                    task_id=task_id,
+                    approval_id=row.approval_id,
+                    kind="revision",
+                    text=comment,
+                    author=decided_by,
+                    created_at=now,
+                )
+            )
+            _reset_steps(s, task, step_ids, round_=task.round + 1, phase=PipelinePhase.REFINE)
+            task.run_generation += 1
+            task.status = TaskStatus.QUEUED.value
+            return task.run_generation
+
+    def step_history(self, task_id: str) -> list[tuple[int, StepRun]]:
+        """Earlier runs of refined steps: (round, run), oldest first."""
+        with self.read() as s:
+            rows = s.scalars(
+                sa.select(StepHistoryRow)
+                .where(StepHistoryRow.task_id == task_id)
+                .order_by(StepHistoryRow.id)
+            ).all()
+            return [(r.round, StepRun.model_validate(r.body)) for r in rows]
+
+    def save_record(self, record: ExecutionRecord) -> None:
+        now = utcnow()
+        quality = record.quality[-1].get("score") if record.quality else None
+        with self.session() as s, s.begin():
+            row = s.get(ExecutionRecordRow, record.task_id, with_for_update=True)
+            if row is None:
+                s.add(
+                    ExecutionRecordRow(
+                        task_id=record.task_id,
+                        outcome=record.outcome,
+                        quality=quality,
+                        body=record.model_dump(mode="json"),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.outcome = record.outcome
+                row.quality = quality
+                row.body = record.model_dump(mode="json")
+                row.updated_at = now
+
+    def execution_record(self, task_id: str) -> ExecutionRecord | None:
+        with self.read() as s:
+            row = s.get(ExecutionRecordRow, task_id)
+            return None if row is None else ExecutionRecord.model_validate(row.body)
+
+    def execution_records(self, *, limit: int = 1000) -> list[ExecutionRecord]:
+        with self.read() as s:
+            rows = s.scalars(
+                sa.select(ExecutionRecordRow)
+                .order_by(ExecutionRecordRow.updated_at.desc())
+                .limit(limit)
+            ).all()
+            return [ExecutionRecord.model_validate(r.body) for r in rows]
+
     # Side-effect ledger ------------------------------------------------------------------
     def effect(self, key: str) -> EffectRecord | None:
         with self.read() as s:
@@ -823,6 +1067,34 @@ def _step_values(task_id: str, u: StepUpdate) -> dict[str, Any]:
     }
 
 
+def _reset_steps(
+    s: Session, task: TaskRow, step_ids: Sequence[str], *, round_: int, phase: PipelinePhase
+) -> None:
+    now = utcnow()
+    rows = s.scalars(
+        sa.select(StepRunRow).where(
+            StepRunRow.task_id == task.task_id, StepRunRow.step_id.in_(list(step_ids))
+        )
+    ).all()
+    for r in rows:
+        s.add(
+            StepHistoryRow(
+                task_id=task.task_id,
+                step_id=r.step_id,
+                round=task.round,
+                body=_step(r).model_dump(mode="json"),
+                created_at=now,
+            )
+        )
+        r.status = StepStatus.PENDING.value
+        r.output = None
+        r.error = None
+        r.finished_at = None
+    task.round = round_
+    task.phase = phase.value
+    task.updated_at = now
+
+
 def _step_is(step_id: str | None) -> sa.ColumnElement[bool]:
     return ApprovalRow.step_id.is_(None) if step_id is None else ApprovalRow.step_id == step_id
 
@@ -843,6 +1115,10 @@ def _task(r: TaskRow) -> Task:
         failed_step=r.failed_step,
         total_cost=r.total_cost or 0.0,
         auto_approve=bool(r.auto_approve),
+        phase=PipelinePhase(r.phase) if r.phase else None,
+        round=r.round or 0,
+        needs_human=bool(r.needs_human),
+        quality_score=r.quality_score,
     )
 
 

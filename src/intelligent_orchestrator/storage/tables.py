@@ -37,6 +37,10 @@ class TaskRow(Base):
     total_cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
     run_generation: Mapped[int] = mapped_column(sa.Integer, default=0)
     executor_id: Mapped[str | None] = mapped_column(sa.String(100))
+    phase: Mapped[str | None] = mapped_column(sa.String(16))
+    round: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    needs_human: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    quality_score: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class StepRunRow(Base):
@@ -154,3 +158,72 @@ class LlmCallRow(Base):
     cost: Mapped[float] = mapped_column(sa.Float, default=0.0)
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def _task_fk() -> Mapped[str]:
+    return mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"))
+
+
+class AssessmentRow(Base):
+    """A task's quality assessment after one round (0: first result, n: n-th refinement)."""
+
+    __tablename__ = "assessments"
+    __table_args__ = (sa.UniqueConstraint("task_id", "round", name="uq_assessments_task_round"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = _task_fk()
+    round: Mapped[int] = mapped_column(sa.Integer)
+    trigger: Mapped[str] = mapped_column(sa.String(16))  # initial | quality | human
+    overall: Mapped[float] = mapped_column(sa.Float)
+    passed: Mapped[bool] = mapped_column(sa.Boolean)
+    body: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class VariantRow(Base):
+    """A channel variant of a round's result; revisions above 0 are human edits."""
+
+    __tablename__ = "variants"
+    __table_args__ = (
+        sa.UniqueConstraint("task_id", "key", "round", "revision", name="uq_variants_revision"),
+        sa.Index("ix_variants_task", "task_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = _task_fk()
+    key: Mapped[str] = mapped_column(sa.String(64))
+    round: Mapped[int] = mapped_column(sa.Integer)
+    revision: Mapped[int] = mapped_column(sa.Integer)
+    body: Mapped[Any] = mapped_column(JSONType)
+    edited_by: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StepHistoryRow(Base):
+    """A step's run as it was before a refinement re-ran it (every attempt is kept)."""
+
+    __tablename__ = "step_history"
+    __table_args__ = (sa.UniqueConstraint("task_id", "step_id", "round", name="uq_step_history"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = _task_fk()
+    step_id: Mapped[str] = mapped_column(sa.String(64))
+    round: Mapped[int] = mapped_column(sa.Integer)
+    body: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExecutionRecordRow(Base):
+    """What a request's run taught (the learning phase's record), one per task."""
+
+    __tablename__ = "execution_records"
+    __table_args__ = (sa.Index("ix_execution_records_updated", "updated_at"),)
+
+    task_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.task_id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    quality: Mapped[float | None] = mapped_column(sa.Float)
+    body: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

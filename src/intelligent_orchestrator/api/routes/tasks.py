@@ -85,8 +85,12 @@ async def get_status(task_id: str, orch: OrchestratorDep) -> TaskStatusPublic:
 
 @router.get("/approval/{task_id}", response_model=ApprovalPublic, responses=NOT_FOUND)
 async def get_approval(task_id: str, orch: OrchestratorDep) -> ApprovalPublic:
-    """What the task waits for, with the resolved inputs of each gated step."""
-    return ApprovalPublic.from_result(await orch.status(task_id))
+    """What the task waits for: the resolved inputs of each gated step and, for a request,
+    every channel variant with the quality assessment, the attempts and the metadata."""
+    result = await orch.status(task_id)
+    if result.task.phase is None:
+        return ApprovalPublic.from_result(result)
+    return ApprovalPublic.from_review(result, await orch.review(task_id))
 
 
 @router.post(
@@ -95,10 +99,20 @@ async def get_approval(task_id: str, orch: OrchestratorDep) -> ApprovalPublic:
 async def decide_approval(
     task_id: str, body: ApprovalDecision, orch: OrchestratorDep
 ) -> TaskStatusPublic:
-    """Approve (the task resumes) or reject (nothing gated runs; the feedback is stored)."""
+    """Approve (the task resumes; ``edits`` change variants first), reject (nothing gated
+    runs; the feedback is stored) or revise (the feedback starts a refinement round)."""
     if body.approved:
         await orch.approve(
-            task_id, comment=body.feedback, decided_by=body.decided_by, step_id=body.step_id
+            task_id,
+            comment=body.feedback,
+            decided_by=body.decided_by,
+            step_id=body.step_id,
+            edits=body.edits,
+        )
+    elif body.revise:
+        assert body.feedback is not None
+        await orch.revise(
+            task_id, feedback=body.feedback, decided_by=body.decided_by, channels=body.channels
         )
     else:
         assert body.feedback is not None  # ApprovalDecision requires it when rejecting
