@@ -66,11 +66,20 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
 class Worker:
     """An ``orchestrator worker`` process."""
 
-    def __init__(self, env: dict[str, str], executor_id: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        executor_id: str,
+        log_dir: Path,
+        *,
+        command: list[str] | None = None,
+    ) -> None:
+        """``command``: run this instead of ``orchestrator worker --executor-id ID``."""
         self.executor_id = executor_id
         self.log = (log_dir / f"{executor_id}.log").open("w")
         self.proc = subprocess.Popen(
-            [
+            command
+            or [
                 sys.executable,
                 "-m",
                 "intelligent_orchestrator",

@@ -106,11 +106,11 @@ class Pipeline:
                     return parked
                 nxt = P.ACTIONS
             elif phase is P.ACTIONS:
-                status = await self._actions(await self._db(self.store.step_runs, self.task_id))
+                stopped = await self._actions(await self._db(self.store.step_runs, self.task_id))
                 await self._timed(phase, t0)
-                if status is TaskStatus.SUCCEEDED:
-                    await self._save_record(outcome=status.value, approval="approved")
-                return status
+                if stopped is not None:
+                    return stopped
+                return await self._end(TaskStatus.SUCCEEDED, approval="approved", phase=P.DONE)
             else:  # DONE: a finished run asked again
                 return (await self._db(self.store.get_task, self.task_id)).status
             await self._timed(phase, t0)
@@ -427,20 +427,16 @@ class Pipeline:
                     if approval.status is ApprovalStatus.EXPIRED
                     else TaskStatus.REJECTED
                 )
-                await self._db(
-                    self.store.update_task,
-                    self.task_id,
-                    status=status,
-                    only_if=[TaskStatus.RUNNING],
-                    finished_at=utcnow(),
-                    phase=P.DONE.value,
+                return await self._end(
+                    status,
+                    approval=approval.status.value,
+                    phase=P.DONE,
                     error=f"review {approval.status.value}: {approval.comment or ''}".strip(),
                 )
-                await self._save_record(outcome=status.value, approval=approval.status.value)
-                return status
 
     # After approval: the actions, exactly once -------------------------------------------------
-    async def _actions(self, previous: list[StepRun]) -> TaskStatus:
+    async def _actions(self, previous: list[StepRun]) -> TaskStatus | None:
+        """None when every action succeeded; else how the task ended."""
         status = TaskStatus.SUCCEEDED
         dag = None
         if self.split.actions:
@@ -459,29 +455,37 @@ class Pipeline:
             if failure is not None:
                 return await self._fail(f"step {failure[0]!r} failed: {failure[1]}", failure[0])
             return await self._fail(f"actions ended {status.value}: {dag.stopped or ''}".strip())
-        await self._db(
-            self.store.update_task,
-            self.task_id,
-            status=TaskStatus.SUCCEEDED,
-            only_if=[TaskStatus.RUNNING],
-            finished_at=utcnow(),
-            phase=P.DONE.value,
-        )
-        return TaskStatus.SUCCEEDED
+        return None
 
     async def _fail(self, error: str, failed_step: str | None = None) -> TaskStatus:
-        fields: dict[str, Any] = {"finished_at": utcnow(), "error": error}
+        """The task fails; its phase stays where it failed."""
+        fields: dict[str, Any] = {"error": error}
         if failed_step:
             fields["failed_step"] = failed_step
+        return await self._end(TaskStatus.FAILED, **fields)
+
+    async def _end(
+        self,
+        status: TaskStatus,
+        *,
+        approval: str | None = None,
+        phase: PipelinePhase | None = None,
+        **fields: Any,
+    ) -> TaskStatus:
+        """Finish the task. The record is written first: a finished task always has it (a
+        crash in between runs this phase again, and the record is an upsert)."""
+        await self._save_record(outcome=status.value, approval=approval)
+        if phase is not None:
+            fields["phase"] = phase.value
         await self._db(
             self.store.update_task,
             self.task_id,
-            status=TaskStatus.FAILED,
+            status=status,
             only_if=[TaskStatus.RUNNING],
+            finished_at=utcnow(),
             **fields,
         )
-        await self._save_record(outcome=TaskStatus.FAILED.value)
-        return TaskStatus.FAILED
+        return status
 
 
 def with_approved_text(

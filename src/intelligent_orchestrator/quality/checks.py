@@ -5,6 +5,7 @@ Each returns the issues it found; every issue names its dimension and the step t
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ _PLACEHOLDER = re.compile(
     r"lorem ipsum|\[(?:insert|your|company|name|date|link)[^\]]*\]|\bTODO\b|\bTBD\b|\{\{.*?\}\}",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(r"(?<![\w.])[$€£]?\d[\d,]*(?:\.\d+)?\s?(?:%|percent\b|k\b|m\b|bn\b)?", re.I)
+_NUMBER = re.compile(
+    r"(?<![\w.])[$€£]?\d(?:[\d,]*\d)?(?:\.\d+)?\s?(?:%|percent\b|k\b|m\b|bn\b)?", re.I
+)
 _CITE = re.compile(r"\[(\d{1,3})\]")
 _MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?", re.UNICODE)
@@ -191,7 +194,9 @@ def check_language(s: Subject, tolerance: float) -> list[QualityIssue]:
     wanted = s.deliverable.language
     if not wanted:
         return []
-    target = LANGUAGE_CODES.get(wanted.lower()[:2]) if len(wanted) <= 5 else wanted.lower()
+    name = wanted.lower()
+    # A name ("Dutch" is five letters too) or a code ("de", "pt-BR").
+    target = name if name in STOPWORDS else LANGUAGE_CODES.get(name[:2]) if len(name) <= 5 else name
     if target not in STOPWORDS:
         return []  # a language we cannot recognise: no verdict
     found = detect_language(s.text)
@@ -322,7 +327,9 @@ def number_forms(material: str) -> set[float]:
         if v is None:
             continue
         for x in (v, v * 100, v / 100, v / 1000, v / 1_000_000):
-            out.update({x, round(x), round(x, 1), round(x, 2)})
+            # round() goes half to even (12.5 -> 12); a writer rounds half up (13) too.
+            half_up = math.floor(round(x, 6) + 0.5)
+            out.update({x, round(x), half_up, round(x, 1), round(x, 2)})
     return out
 
 

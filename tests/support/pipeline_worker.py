@@ -1,0 +1,38 @@
+"""An ``orchestrator worker`` whose models are scripted: crash drills of the request pipeline.
+
+Usage: python tests/support/pipeline_worker.py EXECUTOR_ID [refine]
+Settings come from the environment like the real worker's (ORCHESTRATOR_*). With ``refine``
+the judge fails the LinkedIn post once, so the task goes through a refinement round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.settings import load_settings
+from tests.support.models import scripted
+from tests.support.pipeline import GOOD, POST, POST_FIXED, Model, verdict
+
+
+async def main(executor_id: str, mode: str) -> None:
+    model = (
+        Model(linkedin_verdicts=[verdict(1), GOOD], linkedin_drafts=[POST, POST_FIXED])
+        if mode == "refine"
+        else Model()
+    )
+    orch = Orchestrator(load_settings(), models={"paid": scripted(model).model})
+    await orch.start_engine(kind="worker", listen=True, executor_id=executor_id)
+    print(f"worker {executor_id} ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await orch.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""))
