@@ -326,5 +326,5 @@ def test_the_judge_rubric_output_is_small() -> None:
     from intelligent_orchestrator.quality.judge import Verdict
 
     schema = Verdict.model_json_schema()
-    assert schema["properties"]["problems"]["maxItems"] == 3
+    assert schema["properties"]["problems"]["maxItems"] == 2
     assert json.dumps(schema).count('"maximum": 5') == 4

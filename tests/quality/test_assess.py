@@ -158,8 +158,10 @@ async def test_one_error_costs_its_dimension_the_error_penalty() -> None:
         "format": 1.0,
     }
     assert blog.overall_score == one_error_overall("accuracy")
-    assert blog.passed is (one_error_overall("accuracy") >= blog.threshold)
-    assert blog.passed is True  # 0.875 with the default weights and threshold 0.75
+    assert blog.overall_score >= blog.threshold
+    # one error takes its dimension under the default min_dimension: the result fails
+    assert blog.dimensions["accuracy"] < QualitySettings().min_dimension
+    assert blog.passed is False
     assert [(i.check, i.step_id, i.deliverable) for i in blog.issues] == [
         ("figures", "write_blog", "blog")
     ]
@@ -189,14 +191,14 @@ async def test_custom_weights_drive_the_overall_score() -> None:
 
     result = await assess(inputs(blog_plan(), {"write_blog": {"body": INVENTED}}, quality), None)
 
-    # Only the weighted dimensions count: (3 * 0.5 + 1 * 1.0) / 4
-    assert result.overall_score == 0.625
+    # Only the weighted dimensions count: (3 * (1 - ERROR_PENALTY) + 1 * 1.0) / 4
+    assert result.overall_score == round((3 * (1 - ERROR_PENALTY) + 1.0) / 4, 3)
     assert result.passed is False
 
 
 async def test_a_channel_threshold_applies_to_that_deliverable_only() -> None:
     inp = blog_and_linkedin(INVENTED, INVENTED)
-    inp.settings = QualitySettings(judge=False, thresholds={"linkedin": 0.95})
+    inp.settings = QualitySettings(judge=False, thresholds={"linkedin": 0.95}, min_dimension=0)
 
     result = await assess(inp, None)
 
@@ -218,14 +220,16 @@ async def test_an_intent_threshold_applies_when_the_channel_has_none() -> None:
 
 
 async def test_min_dimension_fails_a_result_whose_overall_passes() -> None:
-    quality = QualitySettings(judge=False, min_dimension=0.6)
+    lenient = QualitySettings(judge=False, min_dimension=0.3)
+    strict = QualitySettings(judge=False, min_dimension=0.5)
 
-    result = await assess(inputs(blog_plan(), {"write_blog": {"body": INVENTED}}, quality), None)
+    passes = await assess(inputs(blog_plan(), {"write_blog": {"body": INVENTED}}, lenient), None)
+    fails = await assess(inputs(blog_plan(), {"write_blog": {"body": INVENTED}}, strict), None)
 
-    assert result.overall_score == one_error_overall("accuracy")
-    assert result.overall_score >= result.threshold
-    assert result.dimensions["accuracy"] == 0.5
-    assert result.passed is False
+    assert passes.overall_score == fails.overall_score == one_error_overall("accuracy")
+    assert fails.overall_score >= fails.threshold
+    assert fails.dimensions["accuracy"] == 1 - ERROR_PENALTY
+    assert (passes.passed, fails.passed) == (True, False)
 
 
 async def test_the_task_is_as_good_as_its_weakest_deliverable() -> None:
@@ -372,18 +376,34 @@ async def test_a_low_judge_score_averages_with_a_lowered_dimension(tmp_path: Pat
     assert [i.check for i in result.issues] == ["figures", "judge"]
 
 
-async def test_a_judge_problem_on_a_good_dimension_is_a_warning(tmp_path: Path) -> None:
-    verdict = {**GOOD, "coherence": 4, "problems": [{"dimension": "coherence", "message": "x"}]}
+async def test_a_judge_problem_on_a_middling_dimension_is_a_warning(tmp_path: Path) -> None:
+    verdict = {**GOOD, "coherence": 3, "problems": [{"dimension": "coherence", "message": "x"}]}
+    llm, _ = judge_llm(tmp_path, verdict)
+    inp = inputs(blog_plan(), {"write_blog": {"body": CLEAN}}, QualitySettings())
+
+    result = await assess(inp, llm)
+
+    assert result.dimensions["coherence"] == 0.75  # (1.0 + 0.5) / 2
+    assert [(i.check, i.severity, i.step_id) for i in result.issues] == [
+        ("judge", "warning", "write_blog")
+    ]
+    assert result.passed is True
+
+
+async def test_judge_problems_on_dimensions_it_rates_well_are_dropped(tmp_path: Path) -> None:
+    """A small judge lists praise ("the grammar is correct") as problems."""
+    verdict = {
+        **GOOD,
+        "coherence": 4,
+        "problems": [{"dimension": "coherence", "message": "The grammar is correct."}],
+    }
     llm, _ = judge_llm(tmp_path, verdict)
     inp = inputs(blog_plan(), {"write_blog": {"body": CLEAN}}, QualitySettings())
 
     result = await assess(inp, llm)
 
     assert result.dimensions["coherence"] == 0.875  # (1.0 + 0.75) / 2
-    assert [(i.check, i.severity, i.step_id) for i in result.issues] == [
-        ("judge", "warning", "write_blog")
-    ]
-    assert result.passed is True
+    assert result.issues == []
 
 
 async def test_invalid_judge_output_never_passes(tmp_path: Path) -> None:

@@ -241,15 +241,23 @@ def test_an_unknown_language_gets_no_verdict() -> None:
         (100, []),  # on target
         (76, []),  # within the tolerance (24 % short)
         (74, [("length", "completeness", "warning", "write_blog")]),  # over it, within twice
-        (51, [("length", "completeness", "warning", "write_blog")]),
-        (49, [("length", "completeness", "error", "write_blog")]),  # over twice the tolerance
-        (151, [("length", "completeness", "error", "write_blog")]),
+        (38, [("length", "completeness", "warning", "write_blog")]),
+        (37, [("length", "completeness", "error", "write_blog")]),  # under half the low bound
+        (150, [("length", "completeness", "warning", "write_blog")]),
+        (151, [("length", "completeness", "error", "write_blog")]),  # over twice the tolerance
     ],
 )
 def test_length_against_the_target(n: int, expected: list[tuple[str, str, str, str]]) -> None:
     issues = check_length(subject(prose(n), target_words=100), 0.25)
 
     assert summary(issues) == expected
+
+
+def test_a_text_far_too_short_is_an_error_at_the_default_tolerance() -> None:
+    """27 words for a 600-word blog post (what a small model wrote) must be redone."""
+    issues = check_length(subject(prose(27), target_words=600), 0.5)
+
+    assert summary(issues) == [("length", "completeness", "error", "write_blog")]
 
 
 def test_length_message_names_both_counts() -> None:

@@ -72,6 +72,19 @@ class _Slots(BaseModel):
     tone: str = Field(max_length=20, description="The tone asked for, or empty.")
 
 
+def _whole_words(slots: _Slots) -> _Slots:
+    """A slot the grammar cut at its maximum length loses its last, partial word
+    ("informative and rela" -> "informative and")."""
+    fields = {}
+    for name, info in _Slots.model_fields.items():
+        value: str = getattr(slots, name)
+        limit = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
+        if limit is not None and len(value) >= limit and " " in value.strip():
+            value = value.strip().rsplit(" ", 1)[0].rstrip(" ,;:-")
+        fields[name] = value
+    return _Slots(**fields)
+
+
 @dataclass(slots=True, kw_only=True)
 class Recollection:
     """A similar successful past task, from the planner's memory."""
@@ -267,6 +280,7 @@ class Planner:
             logger.warning("planner model failed; using the request's words", exc_info=True)
             fallback = Slots(intent=request[:120], topic=_topic(request), brief=request)
             return fallback, f"model unavailable ({exc}); intent and topic taken from the request"
+        out = _whole_words(out)
         topic = out.topic.strip() or _topic(request)
         slots = Slots(
             intent=out.intent.strip() or request[:120],

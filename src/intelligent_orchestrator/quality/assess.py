@@ -26,7 +26,7 @@ from .deliverables import content_of
 from .judge import Verdict, judge
 
 MATERIAL_FILE_CHARS = 200_000
-ERROR_PENALTY = 0.5
+ERROR_PENALTY = 0.6  # one error takes its dimension under the default min_dimension
 WARNING_PENALTY = 0.15
 
 
@@ -157,6 +157,8 @@ async def _assess_one(inp: Inputs, s: Subject, llm: BoundLlm | None) -> QualityA
             dims[dim] = round(min(det[dim], (det[dim] + j) / 2), 3)
             evidence[dim].append(f"judge: {getattr(verdict, dim)}/5")
         for p in verdict.problems:
+            if getattr(verdict, p.dimension) >= 4:
+                continue  # a small judge lists praise as "problems" of dimensions it rates well
             issues.append(
                 s.issue(
                     p.dimension,

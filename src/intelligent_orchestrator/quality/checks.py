@@ -121,15 +121,17 @@ def check_length(s: Subject, tolerance: float) -> list[QualityIssue]:
     if not s.target_words or s.deliverable.language:
         return []
     n = words(s.text)
-    ratio = n / s.target_words
-    if abs(ratio - 1) <= tolerance:
+    low, high = s.target_words * (1 - tolerance), s.target_words * (1 + tolerance)
+    if low <= n <= high:
         return []
+    # Far off either way is an error: under half the lower bound, over twice the tolerance.
+    far = n < low / 2 or n > s.target_words * (1 + 2 * tolerance)
     return [
         s.issue(
             "completeness",
             "length",
             f"{n} words where about {s.target_words} were asked for",
-            severity="error" if abs(ratio - 1) > 2 * tolerance else "warning",
+            severity="error" if far else "warning",
         )
     ]
 

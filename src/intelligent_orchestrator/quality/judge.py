@@ -18,13 +18,13 @@ Score each dimension from 1 (bad) to 5 (excellent):
 - completeness: it does what the request asks (topic, audience, channel, length).
 - coherence: clear structure, logical flow, no repetition or contradictions.
 - tone: fits the requested tone and audience.
-List at most three concrete problems (quote the words), and one suggestion to improve it.
+List at most two concrete problems (quote the words), and one suggestion to improve it.
 Do not list problems when the text is good."""
 
 
 class JudgeProblem(BaseModel):
     dimension: Literal["accuracy", "completeness", "coherence", "tone"]
-    message: str = Field(max_length=200)
+    message: str = Field(max_length=120)
 
 
 class Verdict(BaseModel):
@@ -32,8 +32,8 @@ class Verdict(BaseModel):
     completeness: int = Field(ge=1, le=5)
     coherence: int = Field(ge=1, le=5)
     tone: int = Field(ge=1, le=5)
-    problems: list[JudgeProblem] = Field(max_length=3)
-    suggestion: str = Field(max_length=240)
+    problems: list[JudgeProblem] = Field(max_length=2)
+    suggestion: str = Field(max_length=150)
 
     def score(self, dimension: str) -> float:
         return (getattr(self, dimension) - 1) / 4
@@ -68,5 +68,5 @@ async def judge(
         purpose="judge",
         instructions=RUBRIC,
         prompt="\n".join(lines),
-        max_tokens=400,
+        max_tokens=260,
     )
