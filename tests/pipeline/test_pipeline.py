@@ -328,3 +328,25 @@ def test_the_judge_rubric_output_is_small() -> None:
     schema = Verdict.model_json_schema()
     assert schema["properties"]["problems"]["maxItems"] == 2
     assert json.dumps(schema).count('"maximum": 5') == 4
+
+
+async def test_a_refinement_that_fails_puts_the_previous_result_up_for_review(
+    make: Callable[..., Any],
+) -> None:
+    h = await make(
+        Model(linkedin_verdicts=[verdict(1)], linkedin_drafts=[POST, RuntimeError("model down")])
+    )
+    task_id = await h.start(request_plan(publish=False), auto_approve=True)
+    task = await h.orch.get_task(task_id)
+    assert task.status is TaskStatus.AWAITING_APPROVAL  # nothing lost, a person decides
+    assert task.needs_human
+    assert task.round == 0
+    review = await h.orch.review(task_id)
+    assert review.gate == "@review:0"
+    linkedin = next(v for v in review.variants if v.key == "linkedin")
+    assert "Spring sale starts Monday!" in linkedin.text  # the first draft, restored
+    runs = {r.step_id: r for r in h.orch.store.step_runs(task_id)}
+    assert runs["write_linkedin"].status is StepStatus.SUCCEEDED
+    assert runs["write_linkedin"].output["body"] == POST["body"]
+    failed = [(r, run.status) for r, run in h.orch.store.step_history(task_id)]
+    assert failed == [(1, StepStatus.FAILED)]  # the failed attempt is kept

@@ -55,7 +55,7 @@ class Model:
     """Answers writers and the judge; the judge's LinkedIn verdicts come in order."""
 
     linkedin_verdicts: list[Any] = field(default_factory=lambda: [GOOD])
-    linkedin_drafts: list[dict[str, str]] = field(default_factory=lambda: [POST])
+    linkedin_drafts: list[Any] = field(default_factory=lambda: [POST])
     calls: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, prompt: str) -> Any:

@@ -342,3 +342,52 @@ async def test_research_fetches_urls_and_cites_them(ctx: ToolContext, knowledge:
     assert out["findings"][0]["document"] == "https://example.com/pricing"
     assert out["findings"][0]["passage"] == "Enterprise pricing starts at 900 EUR per month."
     assert any("gone" in u and "404" in u for u in out["unreadable"])
+
+
+async def test_a_long_piece_is_written_as_an_outline_then_sections(ctx: ToolContext) -> None:
+    """A small model writes 130 words well and 600 badly: a long post is planned, then
+    each section is written in its own call."""
+
+    def answer(prompt: str) -> dict[str, Any]:
+        if "Write the section:" in prompt:
+            heading = prompt.rsplit("Write the section:", 1)[1].strip()
+            return {"text": f"Text about {heading.lower()}. " * 20}
+        return {
+            "title": "Spring sale",
+            "intro": "Our garden sale starts soon.",
+            "headings": ["Chairs", "Tables", "Parasols", "Delivery", "Extra"],
+        }
+
+    script = scripted(answer)
+    out = await run(
+        write_content,
+        with_model(ctx, script),
+        kind="blog_post",
+        brief="our spring sale",
+        length_words=600,
+    )
+    # 600 words / 130 per section -> 5 sections asked for: an outline call, then one per section
+    assert len(script.prompts) == 1 + 5
+    assert "exactly 5 section headings" in (script.instructions[0] or "")
+    assert out["body"].startswith("Our garden sale starts soon.\n\n## Chairs\n\nText about chairs.")
+    assert [line for line in out["body"].splitlines() if line.startswith("## ")] == [
+        "## Chairs",
+        "## Tables",
+        "## Parasols",
+        "## Delivery",
+        "## Extra",
+    ]
+    assert out["title"] == "Spring sale"
+    assert out["word_count"] == len(out["body"].split()) > 5 * 60  # every section is kept
+    # each section call was told its share of the length and the other sections
+    assert all("about 119 words" in (i or "") for i in script.instructions[1:])
+    assert "All sections: Chairs; Tables; Parasols; Delivery; Extra" in script.prompts[1]
+
+
+async def test_a_short_piece_is_one_call(ctx: ToolContext) -> None:
+    script = scripted({"title": "Sale", "body": "Garden chairs are cheaper this week."})
+    out = await run(
+        write_content, with_model(ctx, script), kind="blog_post", brief="sale", length_words=200
+    )
+    assert len(script.prompts) == 1
+    assert out["body"] == "Garden chairs are cheaper this week."

@@ -86,9 +86,12 @@ class Pipeline:
             t0 = time.perf_counter()
             if phase in (P.EXECUTE, P.REFINE):
                 status = await self._execute(previous)
-                if status is not TaskStatus.SUCCEEDED:
+                if status is None:  # a refinement failed: the previous result is reviewed
+                    nxt = P.FORMAT
+                elif status is not TaskStatus.SUCCEEDED:
                     return status
-                nxt = P.ASSESS
+                else:
+                    nxt = P.ASSESS
             elif phase is P.ASSESS:
                 nxt = await self._assess()
             elif phase is P.FORMAT:
@@ -137,7 +140,9 @@ class Pipeline:
         return self.task.plan.metadata.setdefault("phase_ms", {})
 
     # Phase 3 (and 5): the content steps ----------------------------------------------------
-    async def _execute(self, previous: list[StepRun]) -> TaskStatus:
+    async def _execute(self, previous: list[StepRun]) -> TaskStatus | None:
+        """How the content steps ended; None when a refinement round failed and the
+        previous round's result was restored for a person to review."""
         if not self.split.content:
             return TaskStatus.SUCCEEDED
         feedback = await self._feedback() if self.task.round else {}
@@ -155,6 +160,20 @@ class Pipeline:
             await self._save_record(outcome="cancelled")
             return status
         failure = dag.first_failure()
+        if self.task.round > 0 and status is TaskStatus.FAILED:
+            why = f"step {failure[0]!r} failed: {failure[1]}" if failure else dag.stopped
+            logger.warning(
+                "refinement round %d failed (%s); the result of round %d goes to review",
+                self.task.round,
+                why,
+                self.task.round - 1,
+                extra={"task_id": self.task_id},
+            )
+            await self._db(self.store.restore_round, self.task_id, self.task.round - 1)
+            timings = self._phase_ms
+            self.task = await self._db(self.store.get_task, self.task_id)
+            self.task.plan.metadata["phase_ms"] = timings
+            return None
         if failure is not None:
             return await self._fail(f"step {failure[0]!r} failed: {failure[1]}", failure[0])
         if dag.stopped:

@@ -841,6 +841,53 @@ class Store:
             task.status = TaskStatus.QUEUED.value
             return task.run_generation
 
+    def restore_round(self, task_id: str, round_: int) -> list[str]:
+        """A refinement round failed: its runs go to ``step_history`` (as round ``round_+1``)
+        and the runs of ``round_`` come back, so the result a person reviews is the last one
+        that was whole. The task returns to ``round_``, escalated. Returns the steps restored."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            task = s.get(TaskRow, task_id, with_for_update=True)
+            if task is None:
+                raise NotFoundError("task", task_id)
+            kept = s.scalars(
+                sa.select(StepHistoryRow).where(
+                    StepHistoryRow.task_id == task_id, StepHistoryRow.round == round_
+                )
+            ).all()
+            restored = []
+            for h in kept:
+                run = s.scalars(
+                    sa.select(StepRunRow).where(
+                        StepRunRow.task_id == task_id, StepRunRow.step_id == h.step_id
+                    )
+                ).first()
+                if run is None:
+                    continue
+                s.add(
+                    StepHistoryRow(
+                        task_id=task_id,
+                        step_id=h.step_id,
+                        round=round_ + 1,
+                        body=_step(run).model_dump(mode="json"),
+                        created_at=now,
+                    )
+                )
+                old = StepRun.model_validate(h.body)
+                run.status = old.status.value
+                run.output = old.output
+                run.error = old.error
+                run.started_at = old.started_at
+                run.finished_at = old.finished_at
+                run.duration_ms = old.duration_ms
+                s.delete(h)
+                restored.append(h.step_id)
+            task.round = round_
+            task.needs_human = True
+            task.phase = PipelinePhase.FORMAT.value
+            task.updated_at = now
+            return restored
+
     def step_history(self, task_id: str) -> list[tuple[int, StepRun]]:
         """Earlier runs of refined steps: (round, run), oldest first."""
         with self.read() as s:

@@ -203,7 +203,7 @@ class StepHistoryRow(Base):
     """A step's run as it was before a refinement re-ran it (every attempt is kept)."""
 
     __tablename__ = "step_history"
-    __table_args__ = (sa.UniqueConstraint("task_id", "step_id", "round", name="uq_step_history"),)
+    __table_args__ = (sa.Index("ix_step_history_task", "task_id"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = _task_fk()

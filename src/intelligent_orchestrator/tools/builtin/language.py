@@ -9,6 +9,7 @@ their sources where they have any.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -247,6 +248,67 @@ _KIND_HINTS = {
 }
 
 
+WRITER_INSTRUCTIONS = (
+    "You are a careful business writer. Use only facts from the brief and material; "
+    "never invent figures. Return the title and the body (Markdown)."
+)
+# Long pieces are written as an outline, then one call per section (in parallel): a small
+# model writes a good 120 words far more reliably than 600 in one go.
+SECTIONED_KINDS = {"blog_post", "report", "newsletter"}
+SECTIONED_MIN_WORDS = 400
+SECTION_WORDS = 130
+
+
+class _Outline(BaseModel):
+    title: str = Field(max_length=120)
+    intro: str = Field(max_length=600, description="One or two opening sentences.")
+    headings: list[str] = Field(min_length=2, max_length=6)
+
+
+class _Section(BaseModel):
+    text: str
+
+
+@functools.cache
+def _section_type(max_chars: int) -> type[_Section]:
+    """A section whose length the JSON grammar caps, within the call's token limit."""
+    return create_model("_Section", __base__=_Section, text=(str, Field(max_length=max_chars)))
+
+
+async def _write_in_sections(ctx: ToolContext, prompt: str, length_words: int) -> _Draft:
+    llm = ctx.require_llm()
+    n = max(2, min(6, round(length_words / SECTION_WORDS)))
+    outline = await llm.generate(
+        _Outline,
+        purpose="writer",
+        instructions=(
+            f"{WRITER_INSTRUCTIONS} First plan the piece: a title, a short intro and exactly "
+            f"{n} section headings (a few words each)."
+        ),
+        prompt=prompt,
+        max_tokens=400,
+    )
+    headings = [h.strip().lstrip("#").strip() for h in outline.headings if h.strip()][:n]
+    per = max(60, (length_words - _words(outline.intro)) // max(1, len(headings)))
+
+    async def section(heading: str) -> str:
+        out = await llm.generate(
+            _section_type(per * 8),  # ~6 characters a word, and room for Markdown
+            purpose="writer",
+            instructions=(
+                f"{WRITER_INSTRUCTIONS} Write one section of the piece below: about {per} "
+                "words of Markdown paragraphs (or a short list), without its heading."
+            ),
+            prompt=f"{prompt}\n\nTitle: {outline.title}\nAll sections: "
+            f"{'; '.join(headings)}\n\nWrite the section: {heading}",
+            max_tokens=per * 8 // 2 + 120,  # a token is 2+ characters: never cut mid-JSON
+        )
+        return f"## {heading}\n\n{out.text.strip()}"
+
+    sections = await asyncio.gather(*(section(h) for h in headings))
+    return _Draft(title=outline.title, body="\n\n".join([outline.intro.strip(), *sections]))
+
+
 @tool(
     "write_content",
     name="Write content",
@@ -281,17 +343,17 @@ async def write_content(
         prompt += f"\n\nMaterial:\n{material}"
     if sources:
         prompt += f"\n\nSources (cite as [n] where you use them):\n{source_list}"
-    bucket = _length_bucket(length_words)
-    draft = await ctx.require_llm().generate(
-        _draft_type(bucket * 9),  # ~6 characters a word, with room to spare
-        purpose="writer",
-        instructions=(
-            "You are a careful business writer. Use only facts from the brief and material; "
-            "never invent figures. Return the title and the body (Markdown)."
-        ),
-        prompt=prompt,
-        max_tokens=bucket * 4 + 200,
-    )
+    if kind in SECTIONED_KINDS and length_words >= SECTIONED_MIN_WORDS:
+        draft = await _write_in_sections(ctx, prompt, length_words)
+    else:
+        bucket = _length_bucket(length_words)
+        draft = await ctx.require_llm().generate(
+            _draft_type(bucket * 9),  # ~6 characters a word, with room to spare
+            purpose="writer",
+            instructions=WRITER_INSTRUCTIONS,
+            prompt=prompt,
+            max_tokens=bucket * 4 + 200,
+        )
     body = draft.body.strip()
     return ContentOutput(
         kind=kind,

@@ -68,8 +68,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         _task_fk(),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("task_id", "step_id", "round", name="uq_step_history"),
     )
+    op.create_index("ix_step_history_task", "step_history", ["task_id"])
     op.create_table(
         "execution_records",
         sa.Column("task_id", sa.String(length=64), nullable=False),
@@ -87,6 +87,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_execution_records_updated", table_name="execution_records")
     op.drop_table("execution_records")
+    op.drop_index("ix_step_history_task", table_name="step_history")
     op.drop_table("step_history")
     op.drop_index("ix_variants_task", table_name="variants")
     op.drop_table("variants")
