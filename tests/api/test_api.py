@@ -443,7 +443,7 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
             if "Text to grade" in p
             else slots
             if p.startswith("Request:")
-            else {"summary": "Two years."}
+            else {"summary": "The contract runs for two years."}
         )
     )
     (settings.workspace / "docs").mkdir(parents=True)
@@ -487,7 +487,7 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
             assert [v["key"] if "key" in v else v["channel"] for v in review["variants"]] == [
                 "report"
             ]
-            assert review["variants"][0]["text"].count("Two years.") == 1
+            assert review["variants"][0]["text"].count("The contract runs for two years.") == 1
             assert review["metadata"]["task_id"] == task_id
             too_long = await c.post(
                 f"{API}/approve/{task_id}",
@@ -517,7 +517,7 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
     assert body["task"]["request"] == "Summarize docs/contract.md"
     assert body["task"]["user_id"] == "ana"
     assert body["task"]["plan"]["metadata"]["business_metrics"] == {"leads": 3}
-    assert body["outputs"]["summary"]["summary"] == "Two years."
+    assert body["outputs"]["summary"]["summary"] == "The contract runs for two years."
     assert after["variants"][0]["text"] == "# Contract\n\nIt runs two years."
     assert after["variants"][0]["revision"] == 1
     assert after["variants"][0]["edited_by"] == "ana"

@@ -53,7 +53,7 @@ def answers(prompt: str) -> dict[str, Any]:
     if "Translate" in prompt:
         return {"translation": "Gartenmöbel 25 % günstiger.", "source_language": "English"}
     if "Summarise" in prompt:
-        return {"summary": "Furniture 25% off."}
+        return {"summary": "All garden furniture is 25% off this month."}
     return DRAFT
 
 
@@ -178,7 +178,7 @@ async def test_planner_remembers_successful_requests(
     orch, _ = llm_orch
     docs = orch.settings.workspace / "docs"
     docs.mkdir(parents=True)
-    (docs / "contract.md").write_text("The contract runs for 24 months.")
+    (docs / "contract.md").write_text("The contract runs for 24 months with 25% off furniture.")
     task, plan = await orch.process_request(
         "Summarize docs/contract.md in 20 words", "ana", auto_approve=True
     )
