@@ -340,9 +340,9 @@ async def test_a_refinement_that_fails_puts_the_previous_result_up_for_review(
     task = await h.orch.get_task(task_id)
     assert task.status is TaskStatus.AWAITING_APPROVAL  # nothing lost, a person decides
     assert task.needs_human
-    assert task.round == 0
+    assert task.round == 2  # a fresh round: round numbers are never reused
     review = await h.orch.review(task_id)
-    assert review.gate == "@review:0"
+    assert review.gate == "@review:2"
     linkedin = next(v for v in review.variants if v.key == "linkedin")
     assert "Spring sale starts Monday!" in linkedin.text  # the first draft, restored
     runs = {r.step_id: r for r in h.orch.store.step_runs(task_id)}
@@ -350,3 +350,48 @@ async def test_a_refinement_that_fails_puts_the_previous_result_up_for_review(
     assert runs["write_linkedin"].output["body"] == POST["body"]
     failed = [(r, run.status) for r, run in h.orch.store.step_history(task_id)]
     assert failed == [(1, StepStatus.FAILED)]  # the failed attempt is kept
+
+
+async def test_after_a_person_sends_a_result_back_auto_approve_no_longer_applies(
+    make: Callable[..., Any], settings: Settings
+) -> None:
+    h = await make(
+        Model(
+            linkedin_verdicts=[verdict(1), verdict(1), GOOD],
+            linkedin_drafts=[POST, POST, POST_FIXED],
+        ),
+        max_retries=1,
+    )
+    task_id = await h.start(auto_approve=True)
+    task = await h.orch.get_task(task_id)
+    assert task.needs_human  # escalated after one refinement that did not help
+    await h.orch.revise(task_id, feedback="open with the terrace", channels=["linkedin"])
+    result = await h.orch.wait(task_id, timeout=60)
+    assert result.task.status is TaskStatus.AWAITING_APPROVAL  # the person sees it again
+    assert not result.task.needs_human  # it passed this time
+    assert published(settings) == []
+
+
+async def test_a_draft_saved_in_a_refined_round_is_saved_again(
+    make: Callable[..., Any], settings: Settings
+) -> None:
+    """write_file to drafts/ is a side effect inside the content: a refinement round must
+    write the new text, not replay the first round's receipt."""
+    h = await make(Model(linkedin_verdicts=[verdict(1), GOOD], linkedin_drafts=[POST, POST_FIXED]))
+    plan = request_plan(publish=False)
+    plan.steps.append(
+        plan.steps[0].model_copy(
+            update={
+                "id": "save",
+                "tool": "write_file",
+                "inputs": {
+                    "path": "drafts/linkedin.md",
+                    "content": "${steps.write_linkedin.output.body}",
+                },
+            }
+        )
+    )
+    task_id = await h.start(plan)
+    assert (await h.orch.get_task(task_id)).round == 1
+    saved = (settings.workspace / "drafts" / "linkedin.md").read_text()
+    assert saved == POST_FIXED["body"]

@@ -173,6 +173,9 @@ class ApprovalPublic(BaseModel):
         )
 
 
+MAX_EDIT_CHARS = 2_000_000
+
+
 class ApprovalDecision(BaseModel):
     """A person's decision on a task waiting for approval."""
 
@@ -211,6 +214,10 @@ class ApprovalDecision(BaseModel):
             raise ValueError("revise and channels go with approved=false")
         if not self.approved and self.edits:
             raise ValueError("edits go with approved=true")
+        if self.channels and not self.revise:
+            raise ValueError("channels go with revise=true")
+        if self.edits and len(str(self.edits)) > MAX_EDIT_CHARS:
+            raise ValueError(f"edits are limited to {MAX_EDIT_CHARS} characters in all")
         if not self.approved:
             if not (self.feedback and self.feedback.strip()):
                 raise ValueError("feedback is required when rejecting")

@@ -221,9 +221,10 @@ def parse_edits(specs: list[str]) -> dict[str, dict[str, Any]]:
         if value.startswith("@"):
             try:
                 value = Path(value[1:]).read_text()
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise typer.BadParameter(
-                    f"--edit {spec!r}: cannot read {value[1:]}: {exc.strerror}"
+                    f"--edit {spec!r}: cannot read {value[1:]}: {why}"
                 ) from None
         edits.setdefault(key, {})[fld] = (
             [h.strip() for h in value.split(",") if h.strip()] if fld == "hashtags" else value

@@ -83,44 +83,61 @@ class Pipeline:
             phase = P.EXECUTE
         await self._enter(phase)
         while True:
-            t0 = time.perf_counter()
-            if phase in (P.EXECUTE, P.REFINE):
-                status = await self._execute(previous)
-                if status is None:  # a refinement failed: the previous result is reviewed
-                    nxt = P.FORMAT
-                elif status is not TaskStatus.SUCCEEDED:
-                    return status
-                else:
-                    nxt = P.ASSESS
-            elif phase is P.ASSESS:
-                nxt = await self._assess()
-            elif phase is P.FORMAT:
-                await self._format()
-                nxt = P.LEARN
-            elif phase is P.LEARN:
-                await self._timed(phase, t0)  # before the record, which includes it
-                t0 = time.perf_counter()
-                await self._save_record(outcome=TaskStatus.AWAITING_APPROVAL.value)
-                nxt = P.APPROVAL
-            elif phase is P.APPROVAL:
-                parked = await self._review()
-                if parked is not None:
-                    await self._timed(phase, t0)
-                    return parked
-                nxt = P.ACTIONS
-            elif phase is P.ACTIONS:
-                stopped = await self._actions(await self._db(self.store.step_runs, self.task_id))
-                await self._timed(phase, t0)
-                if stopped is not None:
-                    return stopped
-                return await self._end(TaskStatus.SUCCEEDED, approval="approved", phase=P.DONE)
-            else:  # DONE: a finished run asked again
-                return (await self._db(self.store.get_task, self.task_id)).status
-            await self._timed(phase, t0)
-            if nxt in (P.EXECUTE, P.REFINE):
-                previous = await self._db(self.store.step_runs, self.task_id)
-            phase = nxt
+            try:
+                step = await self._phase(phase, previous)
+            except Exception as exc:  # our bug or a broken file system: fail, never hang
+                logger.exception(
+                    "pipeline phase %s crashed", phase.value, extra={"task_id": self.task_id}
+                )
+                return await self._fail(
+                    f"internal error in phase {phase.value}: {type(exc).__name__}: {exc}"
+                )
+            if isinstance(step, TaskStatus):
+                return step
+            phase, previous = step
             await self._enter(phase)
+
+    async def _phase(
+        self, phase: PipelinePhase, previous: list[StepRun]
+    ) -> TaskStatus | tuple[PipelinePhase, list[StepRun]]:
+        """Run one phase: the status the task stops in, or the next phase."""
+        t0 = time.perf_counter()
+        if phase in (P.EXECUTE, P.REFINE):
+            status = await self._execute(previous)
+            if status is None:  # a refinement failed: the previous result is reviewed
+                nxt = P.FORMAT
+            elif status is not TaskStatus.SUCCEEDED:
+                return status
+            else:
+                nxt = P.ASSESS
+        elif phase is P.ASSESS:
+            nxt = await self._assess()
+        elif phase is P.FORMAT:
+            await self._format()
+            nxt = P.LEARN
+        elif phase is P.LEARN:
+            await self._timed(phase, t0)  # before the record, which includes it
+            t0 = time.perf_counter()
+            await self._save_record(outcome=TaskStatus.AWAITING_APPROVAL.value)
+            nxt = P.APPROVAL
+        elif phase is P.APPROVAL:
+            parked = await self._review()
+            if parked is not None:
+                await self._timed(phase, t0)
+                return parked
+            nxt = P.ACTIONS
+        elif phase is P.ACTIONS:
+            stopped = await self._actions(await self._db(self.store.step_runs, self.task_id))
+            await self._timed(phase, t0)
+            if stopped is not None:
+                return stopped
+            return await self._end(TaskStatus.SUCCEEDED, approval="approved", phase=P.DONE)
+        else:  # DONE: a finished run asked again
+            return (await self._db(self.store.get_task, self.task_id)).status
+        await self._timed(phase, t0)
+        if nxt in (P.EXECUTE, P.REFINE):
+            previous = await self._db(self.store.step_runs, self.task_id)
+        return nxt, previous
 
     async def _enter(self, phase: PipelinePhase) -> None:
         self.task = self.task.model_copy(update={"phase": phase})
@@ -147,7 +164,9 @@ class Pipeline:
             return TaskStatus.SUCCEEDED
         feedback = await self._feedback() if self.task.round else {}
         dag = self._dag(
-            self.task.plan.model_copy(update={"steps": self.split.content}), feedback=feedback
+            self.task.plan.model_copy(update={"steps": self.split.content}),
+            feedback=feedback,
+            round=self.task.round,
         )
         try:
             status = await dag.run(previous)
@@ -266,11 +285,6 @@ class Pipeline:
         if current.passed:
             await self._set(needs_human=False)
             return P.FORMAT
-        why = self._stop_refining(history, current)
-        if why is not None:
-            logger.info("escalating to a person: %s", why, extra={"task_id": self.task_id})
-            await self._set(needs_human=True)
-            return P.FORMAT
         faulty = {
             i.step_id
             for a in current.deliverables or [current]
@@ -278,6 +292,11 @@ class Pipeline:
             for i in a.issues
             if i.step_id in self.split.content_ids
         }
+        why = self._stop_refining(history, current, faulty)
+        if why is not None:
+            logger.info("escalating to a person: %s", why, extra={"task_id": self.task_id})
+            await self._set(needs_human=True)
+            return P.FORMAT
         rerun = descendants(self.split.content, faulty)
         await self._db(
             self.store.reset_for_refinement,
@@ -290,12 +309,15 @@ class Pipeline:
         return P.REFINE
 
     def _stop_refining(
-        self, history: list[tuple[str, QualityAssessment]], current: QualityAssessment
+        self,
+        history: list[tuple[str, QualityAssessment]],
+        current: QualityAssessment,
+        faulty: set[str | None],
     ) -> str | None:
         cfg = self.rt.settings.quality
         if current.judge_error:
             return f"the judge failed: {current.judge_error}"
-        if not any(i.step_id in self.split.content_ids for i in current.issues):
+        if not faulty:
             return "no step to re-run for the issues found"
         automatic = 0
         for trigger, _ in reversed(history):
@@ -420,14 +442,18 @@ class Pipeline:
     # The human decision ------------------------------------------------------------------
     async def _review(self) -> TaskStatus | None:
         """None once approved; else the status the task parks or ends in."""
+        earlier = await self._db(self.store.approvals, self.task_id)
+        person = any(
+            a.step_id and a.step_id.startswith(REVIEW_GATE) and a.status is ApprovalStatus.REVISE
+            for a in earlier
+        )  # a person sent a result back: they see the next one too
+        auto = self.task.auto_approve and not self.task.needs_human and not person
         approval = await self._db(
             self.store.request_approval,
             self.task_id,
             review_gate(self.task.round),
             expires_in=timedelta(hours=self.rt.settings.engine.approval_expiry_hours),
-            auto_by="auto-approve"
-            if self.task.auto_approve and not self.task.needs_human
-            else None,
+            auto_by="auto-approve" if auto else None,
         )
         match approval.status:
             case ApprovalStatus.APPROVED:
@@ -594,7 +620,7 @@ def write_record(
             }
             for trigger, a in assessments
         ],
-        refinements=task.round,
+        refinements=max(0, len(assessments) - 1),
         outcome=outcome,
         needs_human=task.needs_human,
         approval=approval

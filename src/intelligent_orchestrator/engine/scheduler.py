@@ -86,6 +86,8 @@ class DagRun:
     """A person approved the result these steps act on: no per-step gate."""
     overlay: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per step: output fields replaced before later steps read them (the approved text)."""
+    round: int = 0
+    """The refinement round: a side effect re-run in a later round is a new effect."""
     state: dict[str, StepStatus] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -427,7 +429,8 @@ class DagRun:
                 task_id=self.task_id,
                 step_id=step.id,
                 workspace=self.settings.workspace,
-                idempotency_key=f"{self.task_id}:{step.id}",
+                idempotency_key=f"{self.task_id}:{step.id}"
+                + (f":r{self.round}" if self.round else ""),
                 http_timeout_seconds=self.settings.tools.http_timeout_seconds,
                 http_max_bytes=self.settings.tools.http_max_bytes,
                 http_transport=self.http_transport,

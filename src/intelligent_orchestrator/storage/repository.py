@@ -842,18 +842,20 @@ class Store:
             return task.run_generation
 
     def restore_round(self, task_id: str, round_: int) -> list[str]:
-        """A refinement round failed: its runs go to ``step_history`` (as round ``round_+1``)
-        and the runs of ``round_`` come back, so the result a person reviews is the last one
-        that was whole. The task returns to ``round_``, escalated. Returns the steps restored."""
+        """A refinement round (``round_+1``) failed: its runs go to ``step_history`` under
+        that round and the runs of ``round_`` come back, so the result a person reviews is the
+        last one that was whole. The task moves on to a fresh round ``round_+2`` (a round
+        number is never reused: its review gate may already hold a decision), escalated.
+        Returns the steps restored."""
         now = utcnow()
         with self.session() as s, s.begin():
             task = s.get(TaskRow, task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError("task", task_id)
             kept = s.scalars(
-                sa.select(StepHistoryRow).where(
-                    StepHistoryRow.task_id == task_id, StepHistoryRow.round == round_
-                )
+                sa.select(StepHistoryRow)
+                .where(StepHistoryRow.task_id == task_id, StepHistoryRow.round == round_)
+                .order_by(StepHistoryRow.id)
             ).all()
             restored = []
             for h in kept:
@@ -882,7 +884,7 @@ class Store:
                 run.duration_ms = old.duration_ms
                 s.delete(h)
                 restored.append(h.step_id)
-            task.round = round_
+            task.round = round_ + 2
             task.needs_human = True
             task.phase = PipelinePhase.FORMAT.value
             task.updated_at = now
