@@ -395,3 +395,17 @@ async def test_a_draft_saved_in_a_refined_round_is_saved_again(
     assert (await h.orch.get_task(task_id)).round == 1
     saved = (settings.workspace / "drafts" / "linkedin.md").read_text()
     assert saved == POST_FIXED["body"]
+
+
+async def test_two_edits_of_the_same_revision_conflict_instead_of_crashing(
+    make: Callable[..., Any],
+) -> None:
+    h = await make()
+    task_id = await h.start()
+    blog = next(v for v in h.orch.store.variants(task_id) if v.key == "blog")
+    edit = blog.model_copy(update={"revision": 1, "text": "# Mine", "edited_by": "ana"})
+    h.orch.store.add_variant_revision(task_id, 0, edit)
+    with pytest.raises(ConflictError, match="another edit of blog"):
+        h.orch.store.add_variant_revision(task_id, 0, edit.model_copy(update={"text": "# Bo"}))
+    kept = [v for v in h.orch.store.variants(task_id, all_revisions=True) if v.revision == 1]
+    assert [v.text for v in kept] == ["# Mine"]

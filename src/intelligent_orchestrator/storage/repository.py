@@ -743,18 +743,26 @@ class Store:
                 )
 
     def add_variant_revision(self, task_id: str, round_: int, variant: ChannelVariant) -> None:
-        with self.session() as s, s.begin():
-            s.add(
-                VariantRow(
-                    task_id=task_id,
-                    key=variant.key,
-                    round=round_,
-                    revision=variant.revision,
-                    body=variant.model_dump(mode="json"),
-                    edited_by=variant.edited_by,
-                    created_at=utcnow(),
+        """Store a person's edit; a concurrent edit of the same revision is a conflict."""
+        try:
+            with self.session() as s, s.begin():
+                s.add(
+                    VariantRow(
+                        task_id=task_id,
+                        key=variant.key,
+                        round=round_,
+                        revision=variant.revision,
+                        body=variant.model_dump(mode="json"),
+                        edited_by=variant.edited_by,
+                        created_at=utcnow(),
+                    )
                 )
-            )
+        except IntegrityError:
+            raise ConflictError(
+                f"another edit of {variant.key} (revision {variant.revision}) was stored at "
+                "the same time: reload the result and edit again",
+                task_id=task_id,
+            ) from None
 
     def variants(
         self, task_id: str, round_: int | None = None, *, all_revisions: bool = False
