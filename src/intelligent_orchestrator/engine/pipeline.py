@@ -168,11 +168,7 @@ class Pipeline:
             feedback=feedback,
             round=self.task.round,
         )
-        try:
-            status = await dag.run(previous)
-        except Exception as exc:
-            logger.exception("task crashed", extra={"task_id": self.task_id})
-            return await self._fail(f"internal error: {type(exc).__name__}: {exc}")
+        status = await dag.run(previous)  # an engine crash fails the task in run()
         if status is TaskStatus.SUCCEEDED:
             return status
         if status is TaskStatus.CANCELLED:
@@ -200,20 +196,7 @@ class Pipeline:
         return await self._fail(f"content steps ended {status.value}")
 
     def _dag(self, plan: ExecutionPlan, **kwargs: Any) -> DagRun:
-        rt = self.rt
-        return DagRun(
-            task_id=self.task_id,
-            plan=plan,
-            store=rt.store,
-            registry=rt.registry,
-            settings=rt.settings,
-            limits=rt.limits,
-            executor_id=rt.executor_id,
-            auto_approve=self.task.auto_approve,
-            http_transport=rt.http_transport,
-            gateway=rt.gateway,
-            **kwargs,
-        )
+        return self.rt.dag(self.task_id, plan, auto_approve=self.task.auto_approve, **kwargs)
 
     async def _feedback(self) -> dict[str, tuple[str, ...]]:
         """What the steps of this round must fix: the reviewer's words (a revise) or the
@@ -488,11 +471,7 @@ class Pipeline:
             variants = await self._db(self.store.variants, self.task_id)
             plan, overlay = with_approved_text(self.task.plan, self.deliverables, variants)
             dag = self._dag(plan, preapproved=True, overlay=overlay)
-            try:
-                status = await dag.run(previous)
-            except Exception as exc:
-                logger.exception("task crashed", extra={"task_id": self.task_id})
-                return await self._fail(f"internal error: {type(exc).__name__}: {exc}")
+            status = await dag.run(previous)
         if status is TaskStatus.CANCELLED:
             return status
         if status is not TaskStatus.SUCCEEDED and dag is not None:

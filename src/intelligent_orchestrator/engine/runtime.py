@@ -13,7 +13,7 @@ from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from ..domain.models import TaskStatus
+from ..domain.models import ExecutionPlan, TaskStatus
 from ..llm import ModelGateway
 from ..settings import Settings
 from ..storage import Store, dbos_sqlite_engine
@@ -41,6 +41,24 @@ class Runtime:
     limits: StepLimits
     http_transport: Any = None
     gateway: ModelGateway | None = None
+
+    def dag(
+        self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
+    ) -> DagRun:
+        """A run of ``plan``'s steps for ``task_id`` in this process."""
+        return DagRun(
+            task_id=task_id,
+            plan=plan,
+            store=self.store,
+            registry=self.registry,
+            settings=self.settings,
+            limits=self.limits,
+            executor_id=self.executor_id,
+            auto_approve=auto_approve,
+            http_transport=self.http_transport,
+            gateway=self.gateway,
+            **kwargs,
+        )
 
 
 _runtime: Runtime | None = None
@@ -101,18 +119,7 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
             return TaskStatus.REJECTED
     if plan.uses_pipeline and rt.settings.quality.enabled:
         return await Pipeline(rt, task).run(previous)
-    dag = DagRun(
-        task_id=task_id,
-        plan=plan,
-        store=store,
-        registry=rt.registry,
-        settings=rt.settings,
-        limits=rt.limits,
-        executor_id=rt.executor_id,
-        auto_approve=task.auto_approve,
-        http_transport=rt.http_transport,
-        gateway=rt.gateway,
-    )
+    dag = rt.dag(task_id, plan, auto_approve=task.auto_approve)
     try:
         status = await dag.run(previous)
     except Exception as exc:
