@@ -83,10 +83,11 @@ async def one(request: str, model_path: str | None) -> dict[str, Any]:
     }
 
 
-async def main(n: int | None, model_path: str | None) -> None:
+def main(n: int | None, model_path: str | None) -> None:
     rows = []
     for request in REQUESTS[:n]:
-        row = await one(request, model_path)
+        # one event loop per request: DBOS shuts down the loop's executor when it stops
+        row = asyncio.run(one(request, model_path))
         print(json.dumps(row), flush=True)
         rows.append(row)
     refined = [r for r in rows if r["rounds"] > 0]
@@ -127,4 +128,4 @@ async def main(n: int | None, model_path: str | None) -> None:
 
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else None
-    asyncio.run(main(count, None))
+    main(count, None)

@@ -18,6 +18,7 @@ from .domain.models import (
     Approval,
     ApprovalStatus,
     ArtifactRef,
+    ChannelVariant,
     Deliverable,
     ExecutionPlan,
     ExecutionRecord,
@@ -33,7 +34,8 @@ from .domain.models import (
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
 from .engine.pipeline import review_gate, write_record
-from .errors import ClarificationNeeded, ConflictError, InvalidEditError
+from .engine.runtime import EnterPhase
+from .errors import ClarificationNeeded, ConflictError, InvalidEditError, PlanningError
 from .formatting import apply_edit, variant_problems
 from .llm import CallScope, ModelGateway
 from .planning import validate_plan
@@ -130,6 +132,7 @@ class Orchestrator:
             executor_id=executor_id,
             http_transport=self.http_transport,
             gateway=self.gateway,
+            planner=self._plan_task,
         )
         await host.start()
         self.host = host
@@ -270,21 +273,44 @@ class Orchestrator:
         return self._planner
 
     async def plan(
-        self, request: str, *, model: str | None = None, task_id: str | None = None
+        self,
+        request: str,
+        *,
+        model: str | None = None,
+        task_id: str | None = None,
+        on_phase: EnterPhase | None = None,
     ) -> ExecutionPlan:
         """Plan a plain-language request; a plan with ``clarification`` set has no steps.
 
-        ``task_id``: the id the task will get, so that planning's model calls count for it.
+        ``task_id``: the task being planned, so that planning's model calls count for it;
+        ``on_phase`` is awaited as discovery and planning begin.
         """
         t0 = time.perf_counter()
+        if on_phase is not None:
+            await on_phase(PipelinePhase.DISCOVER)
         await self.load_mcp_tools()  # MCP tools are candidates too (phase 2: discovery)
         t1 = time.perf_counter()
+        if on_phase is not None:
+            await on_phase(PipelinePhase.PLAN)
         scope = CallScope(task_id=task_id, step_id="plan")
         plan = await self.planner.plan(request, model=model, scope=scope)
         plan.metadata["phase_ms"] = {
             "discover": round((t1 - t0) * 1000, 1),
             "plan": round((time.perf_counter() - t1) * 1000, 1),
         }
+        return plan
+
+    async def _plan_task(self, task: Task, on_phase: EnterPhase) -> ExecutionPlan:
+        """Plan a request's task inside its durable run (the engine's planner hook)."""
+        pending = task.plan.metadata
+        plan = await self.plan(
+            task.request or task.plan.description or "",
+            model=pending.get("planner_model"),
+            task_id=task.task_id,
+            on_phase=on_phase,
+        )
+        if pending.get("business_metrics"):
+            plan.metadata["business_metrics"] = pending["business_metrics"]
         return plan
 
     async def process_request(
@@ -296,24 +322,53 @@ class Orchestrator:
         model: str | None = None,
         auto_approve: bool = False,
         run_here: bool | None = None,
+        plan_timeout: float | None = 900.0,
     ) -> tuple[Task, ExecutionPlan]:
-        """Plan ``request`` and start it; raises :class:`PlanningError` with the question when
-        the request needs clarification."""
-        task_id = new_task_id()
-        plan = await self.plan(request, model=model, task_id=task_id)
-        if plan.clarification is not None:
-            raise ClarificationNeeded(plan.clarification, plan=plan)
-        if business_metrics:
-            plan.metadata["business_metrics"] = business_metrics
-        task = await self.submit(
-            plan,
+        """Start a task for ``request``; its durable run plans it, then runs the plan.
+
+        Waits up to ``plan_timeout`` seconds (None: do not wait) for the plan and returns the
+        task with it; when the wait ends first, the plan returned is still ``pending``.
+        Raises :class:`ClarificationNeeded` with the question when the request needs
+        clarification, and :class:`PlanningError` when planning failed.
+        """
+        if not request.strip():
+            raise PlanningError("the request is empty")
+        placeholder = ExecutionPlan.for_request(
+            request, planner_model=model, business_metrics=business_metrics or None
+        )
+        task = await asyncio.to_thread(
+            self.store.create_task,
+            placeholder,
             request=request,
             user_id=user_id,
             auto_approve=auto_approve,
-            run_here=run_here,
-            task_id=task_id,
+            task_id=new_task_id(),
+            phase=PipelinePhase.PLAN,
         )
-        return task, plan
+        await self._dispatch(task.task_id, 0, run_here=run_here)
+        if plan_timeout is None:
+            return task, task.plan
+        task = await self.wait_for_plan(task.task_id, timeout=plan_timeout)
+        return task, task.plan
+
+    async def wait_for_plan(self, task_id: str, *, timeout: float = 900.0) -> Task:
+        """The task once its run has planned it (or the wait timed out: plan still pending).
+
+        Raises :class:`ClarificationNeeded` or :class:`PlanningError` when planning ended
+        the task instead.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.get_task(task_id)
+            if task.status is TaskStatus.NEEDS_CLARIFICATION:
+                raise ClarificationNeeded(
+                    task.error or "the request needs clarification", plan=task.plan
+                )
+            if task.plan.pending and task.status.finished:
+                raise PlanningError(task.error or f"planning ended with status {task.status.value}")
+            if not task.plan.pending or time.monotonic() >= deadline:
+                return task
+            await asyncio.sleep(0.1)
 
     def _similar_requests(self, request: str) -> list[Recollection]:
         """Past successful requests most like this one (BM25, then word overlap as the score)."""
@@ -443,14 +498,17 @@ class Orchestrator:
         (text, title, subject, ...): the edited text is what the actions publish; the diff is
         stored. An edit breaking the channel's limits is refused (:class:`InvalidEditError`).
         """
-        if edits:
-            await self._apply_edits(task_id, edits, editor=decided_by)
+        round_, revisions = (
+            await self._checked_edits(task_id, edits, editor=decided_by) if edits else (None, [])
+        )
         generation = await asyncio.to_thread(
             self.store.approve_and_requeue,
             task_id,
             comment=comment,
             decided_by=decided_by,
             step_id=step_id,
+            revisions=revisions,
+            round_=round_,
         )
         if generation is not None:  # None: other gates still wait
             await self._dispatch(task_id, generation, run_here=run_here)
@@ -550,9 +608,10 @@ class Orchestrator:
     def _deliverables(self, plan: ExecutionPlan) -> tuple[PlanSplit, list[Deliverable]]:
         return plan_parts(plan, self.registry)
 
-    async def _apply_edits(
+    async def _checked_edits(
         self, task_id: str, edits: Mapping[str, Mapping[str, Any]], *, editor: str | None
-    ) -> None:
+    ) -> tuple[int, list[ChannelVariant]]:
+        """The edited variants (each checked against its channel's limits) and their round."""
         task = await self.get_task(task_id)
         if (
             task.phase is not PipelinePhase.APPROVAL
@@ -577,8 +636,7 @@ class Orchestrator:
             if problems:
                 raise InvalidEditError(f"the edited {key} breaks its limits: {'; '.join(problems)}")
             edited.append(new)
-        for v in edited:  # all checked first: a refused edit stores none of them
-            await asyncio.to_thread(self.store.add_variant_revision, task_id, task.round, v)
+        return task.round, edited
 
     async def review(self, task_id: str) -> Review:
         """The result awaiting (or past) review: variants, assessment, attempts, actions."""

@@ -59,7 +59,8 @@ class EngineSettings(BaseModel):
         default_factory=dict,
         description=(
             "Fault injection for crash drills: seconds a request's pipeline waits when it "
-            "enters a phase (e.g. {'format': 30}), after the phase is recorded."
+            "enters a phase (e.g. {'format': 30}), after the phase is recorded. A key "
+            "'PHASE@LABEL' pauses only the task whose name or request is LABEL."
         ),
     )
 

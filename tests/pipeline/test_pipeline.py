@@ -4,6 +4,7 @@ Every test runs on SQLite and on Postgres (the ``settings`` fixture)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from intelligent_orchestrator.domain.models import (
+    ApprovalStatus,
     ExecutionPlan,
     PipelinePhase,
     StepStatus,
@@ -232,6 +234,16 @@ async def test_approve_with_edits_publishes_the_edited_text_once(
     assert diff is not None
     assert "+" in diff
     assert "Come early on Monday" in diff
+    # the downloadable files carry the approved text too, and their rows match them
+    page = settings.workspace / "outputs" / task_id / "blog.html"
+    assert "Come early on Monday" in page.read_text()
+    rows = {a.path: a for a in h.orch.store.artifacts(task_id)}
+    row = rows[f"outputs/{task_id}/blog.html"]
+    assert row.sha256 == hashlib.sha256(page.read_bytes()).hexdigest()
+    assert (
+        "Come early on Monday"
+        not in (settings.workspace / "outputs" / task_id / "linkedin.txt").read_text()
+    )
     # approving again is refused, and nothing is published twice
     with pytest.raises(ConflictError):
         await h.orch.approve(task_id)
@@ -409,3 +421,19 @@ async def test_two_edits_of_the_same_revision_conflict_instead_of_crashing(
         h.orch.store.add_variant_revision(task_id, 0, edit.model_copy(update={"text": "# Bo"}))
     kept = [v for v in h.orch.store.variants(task_id, all_revisions=True) if v.revision == 1]
     assert [v.text for v in kept] == ["# Mine"]
+    # an approval carrying a conflicting edit is refused whole: nothing approved, nothing stored
+    with pytest.raises(ConflictError, match="another edit of blog"):
+        h.orch.store.approve_and_requeue(
+            task_id,
+            comment="ok",
+            decided_by="bo",
+            revisions=[edit.model_copy(update={"text": "# Bo", "edited_by": "bo"})],
+            round_=0,
+        )
+    assert [a.status for a in h.orch.store.approvals(task_id)] == [ApprovalStatus.PENDING]
+    assert (await h.orch.get_task(task_id)).status is TaskStatus.AWAITING_APPROVAL
+    assert len(h.orch.store.variants(task_id, all_revisions=True)) == len(kept) + 2
+    with pytest.raises(ConflictError, match="changed since it was read"):
+        h.orch.store.approve_and_requeue(
+            task_id, comment=None, decided_by="bo", revisions=[edit], round_=1
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from intelligent_orchestrator.domain.models import ExecutionPlan
+from tests.support.models import Script
 
 BLOG = {
     "title": "Spring sale in the garden",
@@ -78,7 +79,39 @@ class Model:
         return n
 
 
-def request_plan(*, publish: bool = True) -> ExecutionPlan:
+WEAK_HOOK = "Spring sale: some things are cheaper now."
+POST_WEAK = {"title": "Spring sale", "body": WEAK_HOOK + "\nChairs and tables.\n#SpringSale"}
+SLOTS = {"intent": "Write a LinkedIn post", "topic": "garden furniture", "audience": "", "tone": ""}
+SECOND_DRAFT = "needs a second draft"  # in a LinkedIn brief: the first draft is weak
+REVIEWER = "A reviewer read your previous answer"
+
+
+@dataclass
+class DrillModel:
+    """The same answers in every process and for every task (crash drills run many tasks in
+    one worker and finish them in another): a LinkedIn brief that says SECOND_DRAFT gets a
+    weak first draft, which the judge fails, and a good one once the reviewer's feedback is
+    in the instructions. ``script``: the Script this answers for (to read the instructions).
+    """
+
+    script: Script | None = None
+
+    def __call__(self, prompt: str) -> Any:
+        if "Text to grade" in prompt:
+            return verdict(1) if WEAK_HOOK in prompt else GOOD
+        if prompt.startswith("Request:"):
+            return SLOTS
+        if "social media post" in prompt:
+            if SECOND_DRAFT not in prompt:
+                return POST
+            told = self.script is not None and REVIEWER in (self.script.instructions[-1] or "")
+            return POST_FIXED if told else POST_WEAK
+        return BLOG
+
+
+def request_plan(
+    *, publish: bool = True, name: str = "spring-sale", second_draft: bool = False
+) -> ExecutionPlan:
     steps: list[dict[str, Any]] = [
         {
             "id": "write_blog",
@@ -88,7 +121,11 @@ def request_plan(*, publish: bool = True) -> ExecutionPlan:
         {
             "id": "write_linkedin",
             "tool": "write_content",
-            "inputs": {"kind": "social_post", "brief": "our spring sale", "length_words": 25},
+            "inputs": {
+                "kind": "social_post",
+                "brief": "our spring sale" + (f" ({SECOND_DRAFT})" if second_draft else ""),
+                "length_words": 25,
+            },
         },
     ]
     if publish:
@@ -105,7 +142,7 @@ def request_plan(*, publish: bool = True) -> ExecutionPlan:
         )
     return ExecutionPlan.model_validate(
         {
-            "name": "spring-sale",
+            "name": name,
             "intent": "announce the spring sale",
             "requirements": {"topic": "spring sale", "channels": ["blog", "linkedin"]},
             "steps": steps,

@@ -1,8 +1,8 @@
 """An ``orchestrator worker`` whose models are scripted: crash drills of the request pipeline.
 
-Usage: python tests/support/pipeline_worker.py EXECUTOR_ID [refine]
-Settings come from the environment like the real worker's (ORCHESTRATOR_*). With ``refine``
-the judge fails the LinkedIn post once, so the task goes through a refinement round.
+Usage: python tests/support/pipeline_worker.py EXECUTOR_ID
+Settings come from the environment like the real worker's (ORCHESTRATOR_*). The model is a
+:class:`DrillModel`: the same answers in every worker, for every task.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import load_settings
 from tests.support.models import scripted
-from tests.support.pipeline import GOOD, POST, POST_FIXED, Model, verdict
+from tests.support.pipeline import DrillModel
 
 
-async def main(executor_id: str, mode: str) -> None:
-    model = (
-        Model(linkedin_verdicts=[verdict(1), GOOD], linkedin_drafts=[POST, POST_FIXED])
-        if mode == "refine"
-        else Model()
-    )
-    orch = Orchestrator(load_settings(), models={"paid": scripted(model).model})
+async def main(executor_id: str) -> None:
+    model = DrillModel()
+    model.script = scripted(model)
+    orch = Orchestrator(load_settings(), models={"paid": model.script.model})
     await orch.start_engine(kind="worker", listen=True, executor_id=executor_id)
     print(f"worker {executor_id} ready", flush=True)
     try:
@@ -35,4 +32,4 @@ async def main(executor_id: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""))
+    asyncio.run(main(sys.argv[1]))

@@ -39,6 +39,7 @@ STATUS_STYLE = {
     "rejected": "red",
     "cancelled": "yellow",
     "expired": "yellow",
+    "needs_clarification": "yellow",
 }
 
 
@@ -62,6 +63,8 @@ def exit_code(status: TaskStatus) -> int:
             return 1
         case TaskStatus.QUEUED | TaskStatus.RUNNING | TaskStatus.AWAITING_APPROVAL:
             return 3
+        case TaskStatus.NEEDS_CLARIFICATION:
+            return 4
 
 
 def steps_table(result: ExecutionResult) -> Table:

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 
-from ..domain.models import ExecutionResult, TaskStatus
+from ..domain.models import ExecutionPlan, ExecutionResult, TaskStatus
 from ..domain.workflow import load_workflow_file
+from ..errors import ClarificationNeeded
 from ..examples import example_path, install_example_data
-from ..orchestrator import Orchestrator, new_task_id
+from ..orchestrator import Orchestrator
 from ..planning import validate_plan
 from ._common import run_with
 from .output import (
@@ -118,55 +119,89 @@ def run(
         raise typer.BadParameter('give exactly one of "REQUEST", --plan FILE or --example NAME')
 
     async def go(orch: Orchestrator) -> None:
-        task_id = None
         if request is not None:
-            task_id = new_task_id()
-            workflow = await orch.plan(request, model=model, task_id=task_id)
-            if workflow.clarification is not None:
-                if json_:
-                    emit_json(workflow)
-                else:
-                    stderr.print(f"[yellow]{workflow.clarification}[/]")
-                raise typer.Exit(4)
-            if not json_:
-                print_plan(workflow, console=stderr)
+            await _run_request(
+                orch, request, wait=wait, json_=json_, auto_approve=auto_approve, model=model
+            )
+            return
+        if example is not None:
+            path = example_path(example)
+            install_example_data(orch.settings.workspace)
         else:
-            if example is not None:
-                path = example_path(example)
-                install_example_data(orch.settings.workspace)
-            else:
-                assert plan is not None
-                path = plan
-            workflow = load_workflow_file(path)
+            assert plan is not None
+            path = plan
+        workflow = load_workflow_file(path)
         validate_plan(workflow, orch.registry)
         if not wait:
-            task = await orch.submit(
-                workflow,
-                request=request,
-                auto_approve=auto_approve,
-                run_here=False,
-                task_id=task_id,
-            )
-            if json_:
-                emit_json({"task_id": task.task_id, "status": task.status.value})
-            else:
-                stdout.print(task.task_id)
-            if not await orch.live_workers():
-                stderr.print(
-                    "[yellow]no worker is running: the task is queued until one starts "
-                    "(orchestrator worker / orchestrator serve), or use --wait[/]"
-                )
+            task = await orch.submit(workflow, auto_approve=auto_approve, run_here=False)
+            await _queued(orch, task.task_id, task.status, json_=json_)
             return
         await orch.start_engine(kind="cli", listen=False)
-        task = await orch.submit(
-            workflow, request=request, auto_approve=auto_approve, run_here=True, task_id=task_id
-        )
+        task = await orch.submit(workflow, auto_approve=auto_approve, run_here=True)
         if not json_:
             stderr.print(f"task [bold]{task.task_id}[/]")
         result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
         await _finish(orch, result, json_=json_)
 
     run_with(go)
+
+
+async def _queued(orch: Orchestrator, task_id: str, status: TaskStatus, *, json_: bool) -> None:
+    if json_:
+        emit_json({"task_id": task_id, "status": status.value})
+    else:
+        stdout.print(task_id)
+    if not await orch.live_workers():
+        stderr.print(
+            "[yellow]no worker is running: the task is queued until one starts "
+            "(orchestrator worker / orchestrator serve), or use --wait[/]"
+        )
+
+
+async def _run_request(
+    orch: Orchestrator,
+    request: str,
+    *,
+    wait: bool,
+    json_: bool,
+    auto_approve: bool,
+    model: str | None,
+) -> None:
+    """A request's task plans itself in its durable run; show the plan, then the progress."""
+    if wait:
+        await orch.start_engine(kind="cli", listen=False)
+    elif not await orch.live_workers():  # nobody to plan it now: queue it as it is
+        task, _ = await orch.process_request(
+            request, model=model, auto_approve=auto_approve, run_here=False, plan_timeout=None
+        )
+        await _queued(orch, task.task_id, task.status, json_=json_)
+        return
+    task, _ = await orch.process_request(
+        request, model=model, auto_approve=auto_approve, run_here=wait, plan_timeout=None
+    )
+    if not json_:
+        stderr.print(f"task [bold]{task.task_id}[/]")
+    try:
+        if not json_ and stderr.is_terminal:
+            with stderr.status("planning the request (phases: discover, plan)…"):
+                task = await orch.wait_for_plan(task.task_id)
+        else:
+            task = await orch.wait_for_plan(task.task_id)
+    except ClarificationNeeded as exc:
+        if json_:
+            emit_json(
+                exc.plan if isinstance(exc.plan, ExecutionPlan) else {"clarification": exc.question}
+            )
+        else:
+            stderr.print(f"[yellow]{exc.question}[/]")
+        raise typer.Exit(4) from None
+    if not json_:
+        print_plan(task.plan, console=stderr)
+    if not wait:
+        await _queued(orch, task.task_id, task.status, json_=json_)
+        return
+    result = await _watch(orch, task.task_id, show=not json_ and stderr.is_terminal)
+    await _finish(orch, result, json_=json_)
 
 
 def status(task_id: str, json_: JsonOpt = False) -> None:

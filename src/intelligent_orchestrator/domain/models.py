@@ -28,6 +28,7 @@ class TaskStatus(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    NEEDS_CLARIFICATION = "needs_clarification"
 
     @property
     def finished(self) -> bool:
@@ -41,6 +42,7 @@ _FINISHED_TASK = frozenset(
         TaskStatus.REJECTED,
         TaskStatus.CANCELLED,
         TaskStatus.EXPIRED,
+        TaskStatus.NEEDS_CLARIFICATION,
     }
 )
 
@@ -153,6 +155,13 @@ class ExecutionPlan(BaseModel):
         default=None,
         description="A question for the user when the request cannot be planned (steps empty).",
     )
+    pending: bool = Field(
+        default=False,
+        description=(
+            "Not planned yet: a request's task holds this until its durable run has planned "
+            "it (steps empty)."
+        ),
+    )
     steps: list[WorkflowStep] = Field(description="The steps; at least one.")
     requires_approval: bool = Field(
         default=False, description="Park the whole task for approval before any step runs."
@@ -181,9 +190,20 @@ class ExecutionPlan(BaseModel):
     @field_validator("steps")
     @classmethod
     def _non_empty(cls, steps: list[WorkflowStep], info: ValidationInfo) -> list[WorkflowStep]:
-        if not steps and not info.data.get("clarification"):
+        if not steps and not info.data.get("clarification") and not info.data.get("pending"):
             raise ValueError("a workflow needs at least one step")
         return steps
+
+    @classmethod
+    def for_request(cls, request: str, **metadata: Any) -> ExecutionPlan:
+        """The placeholder a request's task starts with, until its run plans it."""
+        return cls(
+            name="request",
+            description=request,
+            pending=True,
+            steps=[],
+            metadata={k: v for k, v in metadata.items() if v is not None},
+        )
 
     def step(self, step_id: str) -> WorkflowStep:
         for s in self.steps:

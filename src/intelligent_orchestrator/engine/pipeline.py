@@ -31,6 +31,7 @@ from ..domain.models import (
     WorkflowStep,
 )
 from ..domain.refs import find_references
+from ..errors import PlanningError
 from ..formatting import Content, Metadata, format_variant, render_artifacts
 from ..llm import BoundLlm, CallScope
 from ..quality import Inputs, PlanSplit, assess, content_of, descendants, plan_parts
@@ -48,6 +49,78 @@ REVIEW_GATE = "@review"
 FORMAT_STEP = "@format"
 OUTPUTS_DIR = "outputs"
 _NOT_STEPS = ("plan", "@assess")  # model calls not counted in any step's cost
+
+
+async def enter_phase(rt: Runtime, task: Task, phase: PipelinePhase) -> None:
+    """Record that ``task`` is in ``phase`` (and honour the crash drills' fault injection)."""
+    await asyncio.to_thread(rt.store.update_task, task.task_id, phase=phase.value)
+    pauses = rt.settings.engine.pause_at_phase
+    pause = max(
+        (pauses.get(f"{phase.value}@{label}", 0.0) for label in (task.name, task.request or "")),
+        default=0.0,
+    ) or pauses.get(phase.value)
+    if pause:  # fault injection for crash drills (settings.engine.pause_at_phase)
+        logger.warning("pausing %.1f s in phase %s", pause, phase.value)
+        await asyncio.sleep(pause)
+
+
+async def plan_task(rt: Runtime, task: Task) -> Task | TaskStatus:
+    """Phases 1-2 of a request's task: discover the tools and plan the request, durably.
+
+    The plan replaces the task's pending placeholder in one update, which is this phase's
+    checkpoint: a process that dies while planning leaves the placeholder, and the run that
+    recovers the task plans again (planning has no side effects; its model calls are
+    counted again). Returns the planned task, or the status the task stopped in.
+    """
+    store = rt.store
+    task_id = task.task_id
+
+    async def stop(status: TaskStatus, error: str, **fields: Any) -> TaskStatus:
+        await asyncio.to_thread(
+            store.update_task,
+            task_id,
+            status=status,
+            only_if=[TaskStatus.RUNNING],
+            finished_at=utcnow(),
+            error=error,
+            **fields,
+        )
+        return (await asyncio.to_thread(store.get_task, task_id)).status
+
+    if rt.planner is None:
+        return await stop(TaskStatus.FAILED, "this process cannot plan requests (no planner)")
+
+    async def enter(phase: PipelinePhase) -> None:
+        await enter_phase(rt, task, phase)
+
+    try:
+        plan = await rt.planner(task, enter)
+    except PlanningError as exc:
+        return await stop(TaskStatus.FAILED, f"planning failed: {exc}")
+    except Exception as exc:  # a bug or a broken model: fail with the reason, never hang
+        logger.exception("planning crashed", extra={"task_id": task_id})
+        return await stop(
+            TaskStatus.FAILED, f"internal error in phase plan: {type(exc).__name__}: {exc}"
+        )
+    if plan.clarification is not None:
+        return await stop(
+            TaskStatus.NEEDS_CLARIFICATION,
+            plan.clarification,
+            plan=plan.model_dump(mode="json"),
+            phase=P.DONE.value,
+        )
+    phase = P.EXECUTE if plan.uses_pipeline else None
+    stored = await asyncio.to_thread(
+        store.update_task,
+        task_id,
+        only_if=[TaskStatus.RUNNING],
+        plan=plan.model_dump(mode="json"),
+        name=plan.name,
+        phase=phase.value if phase is not None else None,
+    )
+    if not stored:  # cancelled while planning
+        return (await asyncio.to_thread(store.get_task, task_id)).status
+    return task.model_copy(update={"plan": plan, "name": plan.name, "phase": phase})
 
 
 def review_gate(round_: int) -> str:
@@ -141,11 +214,7 @@ class Pipeline:
 
     async def _enter(self, phase: PipelinePhase) -> None:
         self.task = self.task.model_copy(update={"phase": phase})
-        await self._db(self.store.update_task, self.task_id, phase=phase.value)
-        pause = self.rt.settings.engine.pause_at_phase.get(phase.value)
-        if pause:  # fault injection for crash drills (settings.engine.pause_at_phase)
-            logger.warning("pausing %.1f s in phase %s", pause, phase.value)
-            await asyncio.sleep(pause)
+        await enter_phase(self.rt, self.task, phase)
 
     async def _timed(self, phase: PipelinePhase, t0: float) -> None:
         self._phase_ms[phase.value] = self._phase_ms.get(phase.value, 0.0) + round(
@@ -330,26 +399,52 @@ class Pipeline:
         steps = {s.id: s for s in self.split.content}
         variants: list[ChannelVariant] = []
         artifacts: list[ArtifactRecord] = []
-        folder = f"{OUTPUTS_DIR}/{self.task_id}"
         for d in self.deliverables:
             content = self._content(d, steps, outputs)
             variant = format_variant(d.channel, d.step_id, content, meta)
             variant.language = d.language
-            files = await asyncio.to_thread(
-                render_artifacts, variant, content, meta, self.rt.settings.workspace, folder
-            )
+            artifacts += await self._render(variant, content, meta)
             variants.append(variant)
-            artifacts += [
-                ArtifactRecord(
-                    step_id=FORMAT_STEP,
-                    path=a.path,
-                    media_type=a.media_type,
-                    size=a.size,
-                    sha256=a.sha256,
-                )
-                for a in files
-            ]
         await self._db(self.store.save_variants, self.task_id, self.task.round, variants, artifacts)
+
+    async def _render(
+        self, variant: ChannelVariant, content: Content, meta: Metadata
+    ) -> list[ArtifactRecord]:
+        """Write a variant's files (outputs/TASK/...) and return their records."""
+        files = await asyncio.to_thread(
+            render_artifacts,
+            variant,
+            content,
+            meta,
+            self.rt.settings.workspace,
+            f"{OUTPUTS_DIR}/{self.task_id}",
+        )
+        return [
+            ArtifactRecord(
+                step_id=FORMAT_STEP,
+                path=a.path,
+                media_type=a.media_type,
+                size=a.size,
+                sha256=a.sha256,
+            )
+            for a in files
+        ]
+
+    async def _render_edits(self, variants: list[ChannelVariant]) -> None:
+        """Write the files of the variants a person edited again, from the approved text."""
+        edited = [v for v in variants if v.revision > 0]
+        if not edited:
+            return
+        outputs = await self._outputs()
+        meta = await self._metadata()
+        steps = {s.id: s for s in self.split.content}
+        by_key = {d.key: d for d in self.deliverables}
+        artifacts: list[ArtifactRecord] = []
+        for v in edited:
+            d = by_key.get(v.key)
+            if d is not None:
+                artifacts += await self._render(v, self._content(d, steps, outputs), meta)
+        await self._db(self.store.replace_artifacts, self.task_id, artifacts)
 
     def _content(
         self, d: Deliverable, steps: dict[str, WorkflowStep], outputs: dict[str, Any]
@@ -467,8 +562,9 @@ class Pipeline:
         """None when every action succeeded; else how the task ended."""
         status = TaskStatus.SUCCEEDED
         dag = None
+        variants = await self._db(self.store.variants, self.task_id)
+        await self._render_edits(variants)
         if self.split.actions:
-            variants = await self._db(self.store.variants, self.task_id)
             plan, overlay = with_approved_text(self.task.plan, self.deliverables, variants)
             dag = self._dag(plan, preapproved=True, overlay=overlay)
             status = await dag.run(previous)

@@ -7,18 +7,19 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from ..domain.models import ExecutionPlan, TaskStatus
+from ..domain.models import ExecutionPlan, PipelinePhase, Task, TaskStatus
 from ..llm import ModelGateway
 from ..settings import Settings
 from ..storage import Store, dbos_sqlite_engine
 from ..tools.registry import ToolRegistry
-from .pipeline import Pipeline
+from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_cancellations
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ ENGINE_VERSION = "engine-1"
 TASK_QUEUE = "tasks"
 TASK_WORKFLOW = "task.run"
 
+EnterPhase = Callable[[PipelinePhase], Awaitable[None]]
+# Plans a request's task (phases 1-2), calling EnterPhase as it enters discover and plan.
+PlanTask = Callable[[Task, EnterPhase], Awaitable[ExecutionPlan]]
+
 
 @dataclass(slots=True, kw_only=True)
 class Runtime:
@@ -41,6 +46,7 @@ class Runtime:
     limits: StepLimits
     http_transport: Any = None
     gateway: ModelGateway | None = None
+    planner: PlanTask | None = None
 
     def dag(
         self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
@@ -90,6 +96,11 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     if claimed is None:
         return (await asyncio.to_thread(store.get_task, task_id)).status
     task, previous = claimed
+    if task.plan.pending:
+        planned = await plan_task(rt, task)
+        if isinstance(planned, TaskStatus):
+            return planned
+        task = planned
     plan = task.plan
     if plan.requires_approval:
         approval = await asyncio.to_thread(
@@ -181,9 +192,11 @@ class EngineHost:
         executor_id: str | None = None,
         http_transport: Any = None,
         gateway: ModelGateway | None = None,
+        planner: PlanTask | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.planner = planner
         self.store = store
         self.registry = registry
         self.kind = kind
@@ -218,6 +231,7 @@ class EngineHost:
             ),
             http_transport=self.http_transport,
             gateway=self.gateway,
+            planner=self.planner,
         )
         config: DBOSConfig = {
             "name": APP_NAME,

@@ -25,6 +25,8 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
     problems: list[str] = []
     if plan.clarification is not None:
         problems.append(f"the plan has no steps; it needs clarification: {plan.clarification}")
+    if plan.pending:
+        problems.append("the plan is pending: a request's task plans it when it runs")
     ids = [s.id for s in plan.steps]
     seen: set[str] = set()
     for sid in ids:

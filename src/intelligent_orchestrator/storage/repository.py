@@ -140,6 +140,7 @@ class Store:
         request: str | None = None,
         user_id: str | None = None,
         auto_approve: bool = False,
+        phase: PipelinePhase | None = None,
     ) -> Task:
         now = utcnow()
         row = TaskRow(
@@ -150,6 +151,7 @@ class Store:
             user_id=user_id,
             plan=plan.model_dump(mode="json"),
             auto_approve=auto_approve,
+            phase=phase.value if phase is not None else None,
             created_at=now,
             updated_at=now,
             total_cost=0.0,
@@ -492,9 +494,13 @@ class Store:
         comment: str | None,
         decided_by: str | None,
         step_id: str | None = None,
+        revisions: Sequence[ChannelVariant] = (),
+        round_: int | None = None,
     ) -> int | None:
         """Approve, and once no gate is left pending queue the task again — in one transaction.
 
+        ``revisions``: a person's edits of round ``round_``'s variants, stored in the same
+        transaction (an approval never goes without its edits, nor edits without it).
         Returns the new run generation, or None while other gates still wait.
         """
         return self._decide(
@@ -504,6 +510,8 @@ class Store:
             decided_by=decided_by,
             step_id=step_id,
             requeue=True,
+            revisions=revisions,
+            round_=round_,
         )[1]
 
     def _decide(
@@ -515,6 +523,8 @@ class Store:
         decided_by: str | None,
         step_id: str | None,
         requeue: bool = False,
+        revisions: Sequence[ChannelVariant] = (),
+        round_: int | None = None,
     ) -> tuple[list[Approval], int | None]:
         now = utcnow()
         # Expire first, in its own transaction: the refusal below must not roll the expiry back.
@@ -527,6 +537,14 @@ class Store:
                 raise ConflictError(
                     f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id
                 )
+            if revisions:
+                if task.phase != PipelinePhase.APPROVAL.value or task.round != round_:
+                    raise ConflictError(
+                        f"the result of task {task_id!r} changed since it was read "
+                        f"(now round {task.round}, phase {task.phase}): reload it and edit again",
+                        task_id=task_id,
+                    )
+                self._add_revisions(s, task_id, round_, revisions, now=now)
             q = sa.select(ApprovalRow).where(
                 ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value
             )
@@ -744,25 +762,62 @@ class Store:
 
     def add_variant_revision(self, task_id: str, round_: int, variant: ChannelVariant) -> None:
         """Store a person's edit; a concurrent edit of the same revision is a conflict."""
-        try:
-            with self.session() as s, s.begin():
-                s.add(
-                    VariantRow(
-                        task_id=task_id,
-                        key=variant.key,
-                        round=round_,
-                        revision=variant.revision,
-                        body=variant.model_dump(mode="json"),
-                        edited_by=variant.edited_by,
-                        created_at=utcnow(),
+        with self.session() as s, s.begin():
+            self._add_revisions(s, task_id, round_, [variant], now=utcnow())
+
+    @staticmethod
+    def _add_revisions(
+        s: Session,
+        task_id: str,
+        round_: int | None,
+        variants: Sequence[ChannelVariant],
+        *,
+        now: datetime,
+    ) -> None:
+        for variant in variants:
+            try:
+                with s.begin_nested():
+                    s.add(
+                        VariantRow(
+                            task_id=task_id,
+                            key=variant.key,
+                            round=round_,
+                            revision=variant.revision,
+                            body=variant.model_dump(mode="json"),
+                            edited_by=variant.edited_by,
+                            created_at=now,
+                        )
+                    )
+            except IntegrityError:
+                raise ConflictError(
+                    f"another edit of {variant.key} (revision {variant.revision}) was stored "
+                    "at the same time: reload the result and edit again",
+                    task_id=task_id,
+                ) from None
+
+    def replace_artifacts(self, task_id: str, artifacts: Sequence[ArtifactRecord]) -> None:
+        """Files written again (same paths, new contents): their rows get the new size and hash."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            for a in artifacts:
+                s.execute(
+                    sa.delete(ArtifactRow).where(
+                        ArtifactRow.task_id == task_id,
+                        ArtifactRow.step_id == a.step_id,
+                        ArtifactRow.path == a.path,
                     )
                 )
-        except IntegrityError:
-            raise ConflictError(
-                f"another edit of {variant.key} (revision {variant.revision}) was stored at "
-                "the same time: reload the result and edit again",
-                task_id=task_id,
-            ) from None
+                s.add(
+                    ArtifactRow(
+                        task_id=task_id,
+                        step_id=a.step_id,
+                        path=a.path,
+                        media_type=a.media_type,
+                        size=a.size,
+                        sha256=a.sha256,
+                        created_at=now,
+                    )
+                )
 
     def variants(
         self, task_id: str, round_: int | None = None, *, all_revisions: bool = False
