@@ -72,10 +72,11 @@ class PlanningError(OrchestratorError):
 class ClarificationNeeded(PlanningError):
     """The request cannot be planned as asked; ``question`` is for the user."""
 
-    def __init__(self, question: str, *, plan: Any = None) -> None:
+    def __init__(self, question: str, *, plan: Any = None, task_id: str | None = None) -> None:
         super().__init__(question)
         self.question = question
         self.plan = plan
+        self.task_id = task_id  # the task that asked (ended needs_clarification)
 
 
 class InvalidPlanError(PlanningError):

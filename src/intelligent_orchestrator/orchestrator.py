@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .domain.models import (
     Approval,
@@ -26,7 +26,6 @@ from .domain.models import (
     LlmCall,
     PipelinePhase,
     Review,
-    StepStatus,
     Task,
     TaskStatus,
     ToolSpecification,
@@ -43,7 +42,6 @@ from .planning.planner import Planner, Recollection, word_overlap
 from .quality import PlanSplit, descendants, plan_parts
 from .settings import Settings
 from .storage import (
-    StepUpdate,
     Store,
     create_engine,
     current_revision,
@@ -53,9 +51,11 @@ from .storage import (
 )
 from .tools.builtin import builtin_tools
 from .tools.builtin.knowledge import Bm25, Passage
-from .tools.mcp import DiscoveryReport, discover, register_mcp_tools
 from .tools.registry import ToolRegistry
 from .tools.spec import Implementation, Tool
+
+if TYPE_CHECKING:
+    from .tools.mcp import DiscoveryReport
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,9 @@ class Orchestrator:
         cfg = self.settings.tools.mcp
         if cfg.config_file is None or self._mcp is not None:
             return self._mcp
+        # imported here: the MCP SDK takes ~0.8 s to import, and most commands never need it
+        from .tools.mcp import discover, register_mcp_tools
+
         report = await discover(cfg.config_file, cfg)
         for server, error in report.errors.items():
             logger.warning("MCP server %s unavailable: %s", server, error)
@@ -362,7 +365,9 @@ class Orchestrator:
             task = await self.get_task(task_id)
             if task.status is TaskStatus.NEEDS_CLARIFICATION:
                 raise ClarificationNeeded(
-                    task.error or "the request needs clarification", plan=task.plan
+                    task.error or "the request needs clarification",
+                    plan=task.plan,
+                    task_id=task_id,
                 )
             if task.plan.pending and task.status.finished:
                 raise PlanningError(task.error or f"planning ended with status {task.status.value}")
@@ -393,6 +398,17 @@ class Orchestrator:
     async def rerun(self, task_id: str, *, run_here: bool | None = None) -> Task:
         """Run a task's plan again as a new task (a finished task is never restarted in place)."""
         old = await self.get_task(task_id)
+        if old.request and (old.plan.pending or old.plan.clarification is not None):
+            # never planned (or asked a question): plan the request again
+            task, _ = await self.process_request(
+                old.request,
+                old.user_id,
+                old.plan.metadata.get("business_metrics"),
+                model=old.plan.metadata.get("planner_model"),
+                run_here=run_here,
+                plan_timeout=None,
+            )
+            return task
         return await self.submit(
             old.plan, request=old.request, user_id=old.user_id, run_here=run_here
         )
@@ -522,35 +538,8 @@ class Orchestrator:
                 f"task {task_id!r} is {task.status.value}, not awaiting approval", task_id=task_id
             )
         await asyncio.to_thread(
-            self.store.decide, task_id, approved=False, comment=comment, decided_by=decided_by
+            self.store.reject_task, task_id, comment=comment, decided_by=decided_by
         )
-
-        def finalize() -> None:
-            runs = self.store.step_runs(task_id)
-            gated = [r for r in runs if r.status is StepStatus.AWAITING_APPROVAL]
-            self.store.write_steps(
-                task_id,
-                [
-                    StepUpdate(
-                        step_id=r.step_id,
-                        tool=r.tool,
-                        status=StepStatus.REJECTED,
-                        attempt=r.attempt,
-                        error=f"rejected: {comment}",
-                        finished_at=utcnow(),
-                    )
-                    for r in gated
-                ],
-            )
-            self.store.update_task(
-                task_id,
-                status=TaskStatus.REJECTED,
-                only_if=[TaskStatus.AWAITING_APPROVAL],
-                finished_at=utcnow(),
-                error=f"rejected: {comment}",
-            )
-
-        await asyncio.to_thread(finalize)
         if task.phase is not None:
             await asyncio.to_thread(
                 write_record, self.store, task_id, outcome="rejected", approval="rejected"

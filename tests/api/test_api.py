@@ -468,6 +468,8 @@ async def test_plan_and_process_a_request(settings: Settings) -> None:
             refused = await c.post(f"{API}/process", json={"request": "Book a flight to Rome"})
             assert refused.status_code == 422
             assert "No available tool can book" in refused.json()["clarification"]
+            asked = await c.get(f"{API}/status/{refused.json()['task_id']}")
+            assert asked.json()["task"]["status"] == "needs_clarification"
 
             started = await c.post(
                 f"{API}/process",

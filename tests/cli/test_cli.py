@@ -62,18 +62,38 @@ def test_park_approve_and_inspect(env: dict[str, str]) -> None:
     assert history["data"][0]["task_id"] == task_id
 
 
-@needs_model
-def test_reject_stores_feedback(env: dict[str, str]) -> None:
-    task_id = json.loads(cli(env, "run", "--example", "sales-report", "--wait", "--json").stdout)[
-        "task"
-    ]["task_id"]
+def test_reject_stores_feedback(env: dict[str, str], tmp_path: Path) -> None:
+    wf = tmp_path / "post.json"
+    wf.write_text(
+        json.dumps(
+            {
+                "name": "post",
+                "steps": [
+                    {
+                        "id": "publish",
+                        "tool": "publish_post",
+                        "inputs": {"channel": "blog", "title": "Q3", "body": "Numbers."},
+                    }
+                ],
+            }
+        )
+    )
+    parked = cli(env, "run", "--plan", str(wf), "--wait", "--json")
+    assert parked.returncode == 3, parked.stderr  # a side effect waits for approval
+    task_id = json.loads(parked.stdout)["task"]["task_id"]
     done = cli(env, "reject", task_id, "--comment", "wrong quarter")
     assert done.returncode == 0, done.stderr
     assert "rejected" in done.stdout
     status = cli(env, "status", task_id, "--json")
     assert status.returncode == 1
-    approvals = json.loads(status.stdout)["approvals"]
-    assert [(a["status"], a["comment"]) for a in approvals] == [("rejected", "wrong quarter")]
+    rejected = json.loads(status.stdout)
+    assert [(a["status"], a["comment"]) for a in rejected["approvals"]] == [
+        ("rejected", "wrong quarter")
+    ]
+    assert [s["status"] for s in rejected["steps"]] == ["rejected"]
+    assert rejected["task"]["error"] == "rejected: wrong quarter"
+    home = Path(env["ORCHESTRATOR_HOME"])
+    assert not (home / "published").exists()  # nothing gated ran
 
 
 def test_invalid_workflow_lists_every_problem_and_starts_nothing(
@@ -210,6 +230,11 @@ def test_plan_and_run_a_plain_language_request(env: dict[str, str], tmp_path: Pa
     unclear = cli(env, "plan", "Book me a flight to Berlin", "--json")
     assert unclear.returncode == 4
     assert json.loads(unclear.stdout)["clarification"].startswith("No available tool can book")
+    asked = cli(env, "run", "Book me a flight to Berlin", "--wait", "--json")
+    assert asked.returncode == 4, asked.stderr  # its task planned it and ended with the question
+    assert json.loads(asked.stdout)["clarification"].startswith("No available tool can book")
+    [ended] = json.loads(cli(env, "history", "--json").stdout)["data"]
+    assert ended["status"] == "needs_clarification"
 
     ran = cli(env, "run", "Summarize docs/contract.md in 40 words", "--wait", "--json")
     assert ran.returncode == 3, ran.stderr  # parked for a person's review

@@ -58,6 +58,8 @@ def error_body(exc: OrchestratorError) -> dict[str, Any]:
             body["setting"] = exc.setting
         case ClarificationNeeded():
             body["clarification"] = exc.question
+            if exc.task_id is not None:
+                body["task_id"] = exc.task_id
         case ToolError():
             body["tool_id"] = exc.tool_id
         case _:

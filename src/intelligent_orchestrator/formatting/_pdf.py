@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fpdf import FPDF
-from fpdf.errors import FPDFException
 from markdown_it.tree import SyntaxTreeNode
 
 from . import _text as tx
+
+if TYPE_CHECKING:  # fpdf takes ~0.7 s to import: only a PDF export pays for it
+    from fpdf import FPDF
 
 _FONT = "Helvetica"
 _MONO = "Courier"
@@ -55,6 +57,8 @@ def latin1(text: str) -> str:
 
 def render_pdf(markdown: str, *, title: str | None, workspace: Path) -> bytes:
     """The Markdown as a PDF; images are read only from inside ``workspace``."""
+    from fpdf import FPDF
+
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.set_margins(18, 18, 18)
@@ -173,6 +177,8 @@ class _Writer:
         if path is None:
             self.text(f"[image not found in the workspace: {src}]", style="I")
             return
+        from fpdf.errors import FPDFException
+
         try:
             width = min(self.pdf.epw, 160.0)
             self.pdf.image(str(path), w=width, x=self.pdf.l_margin)

@@ -487,6 +487,18 @@ class Store:
             task_id, approved=approved, comment=comment, decided_by=decided_by, step_id=step_id
         )[0]
 
+    def reject_task(self, task_id: str, *, comment: str, decided_by: str | None) -> None:
+        """Reject every pending gate, mark the gated steps and the task rejected and store the
+        feedback — in one transaction."""
+        self._decide(
+            task_id,
+            approved=False,
+            comment=comment,
+            decided_by=decided_by,
+            step_id=None,
+            settle=True,
+        )
+
     def approve_and_requeue(
         self,
         task_id: str,
@@ -509,7 +521,7 @@ class Store:
             comment=comment,
             decided_by=decided_by,
             step_id=step_id,
-            requeue=True,
+            settle=True,
             revisions=revisions,
             round_=round_,
         )[1]
@@ -522,10 +534,12 @@ class Store:
         comment: str | None,
         decided_by: str | None,
         step_id: str | None,
-        requeue: bool = False,
+        settle: bool = False,
         revisions: Sequence[ChannelVariant] = (),
         round_: int | None = None,
     ) -> tuple[list[Approval], int | None]:
+        """``settle``: the task must await approval, and the decision moves it on in the same
+        transaction (approved with no gate left: queued again; rejected: finished)."""
         now = utcnow()
         # Expire first, in its own transaction: the refusal below must not roll the expiry back.
         self.expire_approvals(now=now, task_id=task_id)
@@ -533,7 +547,7 @@ class Store:
             task = s.get(TaskRow, task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError("task", task_id)
-            if requeue and task.status != TaskStatus.AWAITING_APPROVAL.value:
+            if settle and task.status != TaskStatus.AWAITING_APPROVAL.value:
                 raise ConflictError(
                     f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id
                 )
@@ -592,7 +606,21 @@ class Store:
                     )
                 )
             generation: int | None = None
-            if requeue and approved:
+            if settle and not approved:
+                error = f"rejected: {comment}" if comment else "rejected"
+                s.execute(
+                    sa.update(StepRunRow)
+                    .where(
+                        StepRunRow.task_id == task_id,
+                        StepRunRow.status == StepStatus.AWAITING_APPROVAL.value,
+                    )
+                    .values(status=StepStatus.REJECTED.value, error=error, finished_at=now)
+                )
+                task.status = TaskStatus.REJECTED.value
+                task.finished_at = now
+                task.error = error
+                task.updated_at = now
+            if settle and approved:
                 s.flush()
                 left = s.scalar(
                     sa.select(sa.func.count())
