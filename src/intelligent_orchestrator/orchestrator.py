@@ -312,8 +312,9 @@ class Orchestrator:
             task_id=task.task_id,
             on_phase=on_phase,
         )
-        if pending.get("business_metrics"):
-            plan.metadata["business_metrics"] = pending["business_metrics"]
+        for key in ("business_metrics", "planner_model"):  # kept for the record and a rerun
+            if pending.get(key):
+                plan.metadata[key] = pending[key]
         return plan
 
     async def process_request(
@@ -325,7 +326,7 @@ class Orchestrator:
         model: str | None = None,
         auto_approve: bool = False,
         run_here: bool | None = None,
-        plan_timeout: float | None = 900.0,
+        plan_timeout: float | None = 120.0,
     ) -> tuple[Task, ExecutionPlan]:
         """Start a task for ``request``; its durable run plans it, then runs the plan.
 
@@ -354,7 +355,7 @@ class Orchestrator:
         task = await self.wait_for_plan(task.task_id, timeout=plan_timeout)
         return task, task.plan
 
-    async def wait_for_plan(self, task_id: str, *, timeout: float = 900.0) -> Task:
+    async def wait_for_plan(self, task_id: str, *, timeout: float = 120.0) -> Task:
         """The task once its run has planned it (or the wait timed out: plan still pending).
 
         Raises :class:`ClarificationNeeded` or :class:`PlanningError` when planning ended
@@ -369,8 +370,14 @@ class Orchestrator:
                     plan=task.plan,
                     task_id=task_id,
                 )
+            if task.plan.pending and task.status is TaskStatus.CANCELLED:
+                raise ConflictError(
+                    f"task {task_id!r} was cancelled before it was planned", task_id=task_id
+                )
             if task.plan.pending and task.status.finished:
-                raise PlanningError(task.error or f"planning ended with status {task.status.value}")
+                raise PlanningError(
+                    f"task {task_id}: {task.error or f'planning ended {task.status.value}'}"
+                )
             if not task.plan.pending or time.monotonic() >= deadline:
                 return task
             await asyncio.sleep(0.1)

@@ -16,8 +16,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LOCAL_EXTRA, reason=NO_LO
 REQUEST = "Write a blog post about our spring sale with a LinkedIn teaser"
 
 
+@pytest.mark.timeout(600)
 def test_a_marketing_request_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
-    env = orchestrator_env(tmp_path / "home", None)
+    # No refinement round: the 0.5B model's drafts vary from run to run, and each round costs
+    # about two minutes on two cores (refinement is tested exactly with scripted models).
+    env = orchestrator_env(tmp_path / "home", None, ORCHESTRATOR_QUALITY__MAX_RETRIES="0")
     ran = cli(env, "run", REQUEST, "--wait", "--json", timeout=900)
     assert ran.returncode in (0, 3), ran.stderr  # done, or parked for the review
     result = json.loads(ran.stdout)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from intelligent_orchestrator.domain.models import PipelinePhase, TaskStatus
-from intelligent_orchestrator.errors import ClarificationNeeded, PlanningError
+from intelligent_orchestrator.errors import ClarificationNeeded, ConflictError, PlanningError
 from intelligent_orchestrator.orchestrator import Orchestrator
-from intelligent_orchestrator.settings import EngineSettings, Settings
+from intelligent_orchestrator.settings import EngineSettings, QualitySettings, Settings
 from tests.conftest import build_registry
 from tests.engine.test_llm_in_tasks import paid_settings
 from tests.support.models import scripted
@@ -88,7 +88,7 @@ async def test_a_planning_error_fails_the_task_with_the_reason(
         raise PlanningError("no tool can write")
 
     monkeypatch.setattr(orch.planner, "plan", broken)
-    with pytest.raises(PlanningError, match="planning failed: no tool can write"):
+    with pytest.raises(PlanningError, match=r"task \w+: planning failed: no tool can write"):
         await orch.process_request("Write something")
     tasks, _ = await orch.history()
     failed = [t for t in tasks if t.request == "Write something"]
@@ -111,3 +111,24 @@ async def test_a_task_cancelled_while_planning_never_runs(orch: Orchestrator) ->
     assert result.task.status is TaskStatus.CANCELLED
     assert result.task.plan.pending  # the plan made after the cancel was not stored
     assert result.steps == []
+    with pytest.raises(ConflictError, match="cancelled before it was planned"):
+        await orch.wait_for_plan(task.task_id)
+
+
+async def test_with_quality_off_a_planned_request_runs_as_a_plain_workflow(
+    settings: Settings,
+) -> None:
+    s = paid_settings(settings).model_copy(update={"quality": QualitySettings(enabled=False)})
+    model = DrillModel()
+    model.script = scripted(model)
+    o = Orchestrator(s, registry=build_registry(s), models={"paid": model.script.model})
+    await o.start_engine(kind="test", listen=False)
+    try:
+        task, plan = await o.process_request(REQUEST, auto_approve=True)
+        assert plan.uses_pipeline  # a request's plan, but the pipeline is switched off
+        result = await o.wait(task.task_id, timeout=60)
+    finally:
+        await o.close()
+    assert result.task.status is TaskStatus.SUCCEEDED
+    assert result.task.phase is None  # no pipeline phases, no review
+    assert o.store.assessments(task.task_id) == []

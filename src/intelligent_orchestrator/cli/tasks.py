@@ -195,7 +195,11 @@ async def _run_request(
         else:
             stderr.print(f"[yellow]{exc.question}[/]")
         raise typer.Exit(4) from None
-    if not json_:
+    if json_:
+        pass
+    elif task.plan.pending:  # the workers are busy: the plan comes when one takes the task
+        stderr.print("[yellow]not planned yet: the workers are busy; it is queued[/]")
+    else:
         print_plan(task.plan, console=stderr)
     if not wait:
         await _queued(orch, task.task_id, task.status, json_=json_)

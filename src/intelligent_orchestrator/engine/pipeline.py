@@ -109,17 +109,24 @@ async def plan_task(rt: Runtime, task: Task) -> Task | TaskStatus:
             plan=plan.model_dump(mode="json"),
             phase=P.DONE.value,
         )
-    phase = P.EXECUTE if plan.uses_pipeline else None
+    phase = P.EXECUTE if plan.uses_pipeline and rt.settings.quality.enabled else None
     stored = await asyncio.to_thread(
         store.update_task,
         task_id,
         only_if=[TaskStatus.RUNNING],
+        only_executor=rt.executor_id,
         plan=plan.model_dump(mode="json"),
         name=plan.name,
         phase=phase.value if phase is not None else None,
     )
-    if not stored:  # cancelled while planning
-        return (await asyncio.to_thread(store.get_task, task_id)).status
+    if not stored:  # cancelled while planning, or another executor took the task over
+        current = await asyncio.to_thread(store.get_task, task_id)
+        logger.warning(
+            "plan not stored: the task is %s, or another executor took it over",
+            current.status.value,
+            extra={"task_id": task_id},
+        )
+        return current.status
     return task.model_copy(update={"plan": plan, "name": plan.name, "phase": phase})
 
 

@@ -28,7 +28,7 @@ APP_NAME = "intelligent-orchestrator"
 # Pinned, so that tasks parked or interrupted under one build are resumed by the next
 # (DBOS would otherwise derive a version from the code and strand them). Bump only with a
 # migration of in-flight workflows.
-ENGINE_VERSION = "engine-1"
+ENGINE_VERSION = "engine-2"  # engine-2: a request's task is planned inside its run
 TASK_QUEUE = "tasks"
 TASK_WORKFLOW = "task.run"
 

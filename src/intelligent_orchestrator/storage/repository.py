@@ -256,15 +256,19 @@ class Store:
         *,
         status: TaskStatus | None = None,
         only_if: Iterable[TaskStatus] | None = None,
+        only_executor: str | None = None,
         **fields: Any,
     ) -> bool:
-        """Update a task; with ``only_if``, only when its status is one of those (returns whether it did)."""
+        """Update a task; with ``only_if``, only when its status is one of those, with
+        ``only_executor`` only while that executor holds it (returns whether it did)."""
         values: dict[str, Any] = {"updated_at": utcnow(), **fields}
         if status is not None:
             values["status"] = status.value
         stmt = sa.update(TaskRow).where(TaskRow.task_id == task_id).values(**values)
         if only_if is not None:
             stmt = stmt.where(TaskRow.status.in_([s.value for s in only_if]))
+        if only_executor is not None:
+            stmt = stmt.where(TaskRow.executor_id == only_executor)
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount > 0
 
