@@ -767,30 +767,8 @@ class Store:
                         ArtifactRow.task_id == task_id, ArtifactRow.step_id.in_(step_ids)
                     )
                 )
-            for v in variants:
-                s.add(
-                    VariantRow(
-                        task_id=task_id,
-                        key=v.key,
-                        round=round_,
-                        revision=v.revision,
-                        body=v.model_dump(mode="json"),
-                        edited_by=v.edited_by,
-                        created_at=now,
-                    )
-                )
-            for a in artifacts:
-                s.add(
-                    ArtifactRow(
-                        task_id=task_id,
-                        step_id=a.step_id,
-                        path=a.path,
-                        media_type=a.media_type,
-                        size=a.size,
-                        sha256=a.sha256,
-                        created_at=now,
-                    )
-                )
+            s.add_all(_variant_row(task_id, round_, v, now) for v in variants)
+            s.add_all(_artifact_row(task_id, a, now) for a in artifacts)
 
     def add_variant_revision(self, task_id: str, round_: int, variant: ChannelVariant) -> None:
         """Store a person's edit; a concurrent edit of the same revision is a conflict."""
@@ -809,17 +787,7 @@ class Store:
         for variant in variants:
             try:
                 with s.begin_nested():
-                    s.add(
-                        VariantRow(
-                            task_id=task_id,
-                            key=variant.key,
-                            round=round_,
-                            revision=variant.revision,
-                            body=variant.model_dump(mode="json"),
-                            edited_by=variant.edited_by,
-                            created_at=now,
-                        )
-                    )
+                    s.add(_variant_row(task_id, round_, variant, now))
             except IntegrityError:
                 raise ConflictError(
                     f"another edit of {variant.key} (revision {variant.revision}) was stored "
@@ -839,17 +807,7 @@ class Store:
                         ArtifactRow.path == a.path,
                     )
                 )
-                s.add(
-                    ArtifactRow(
-                        task_id=task_id,
-                        step_id=a.step_id,
-                        path=a.path,
-                        media_type=a.media_type,
-                        size=a.size,
-                        sha256=a.sha256,
-                        created_at=now,
-                    )
-                )
+                s.add(_artifact_row(task_id, a, now))
 
     def variants(
         self, task_id: str, round_: int | None = None, *, all_revisions: bool = False
@@ -1294,4 +1252,28 @@ def _approval(r: ApprovalRow) -> Approval:
         decided_at=_aware(r.decided_at),
         decided_by=r.decided_by,
         comment=r.comment,
+    )
+
+
+def _variant_row(task_id: str, round_: int | None, v: ChannelVariant, now: datetime) -> VariantRow:
+    return VariantRow(
+        task_id=task_id,
+        key=v.key,
+        round=round_,
+        revision=v.revision,
+        body=v.model_dump(mode="json"),
+        edited_by=v.edited_by,
+        created_at=now,
+    )
+
+
+def _artifact_row(task_id: str, a: ArtifactRecord, now: datetime) -> ArtifactRow:
+    return ArtifactRow(
+        task_id=task_id,
+        step_id=a.step_id,
+        path=a.path,
+        media_type=a.media_type,
+        size=a.size,
+        sha256=a.sha256,
+        created_at=now,
     )
