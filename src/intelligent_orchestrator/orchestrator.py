@@ -252,6 +252,7 @@ class Orchestrator:
         """Validate, store and start a task. ``run_here``: execute in this process (default:
         when this process is an executor that does not listen to the shared queue)."""
         validate_plan(plan, self.registry)
+        host = await self._local_host(run_here)
         task = await asyncio.to_thread(
             self.store.create_task,
             plan,
@@ -259,8 +260,12 @@ class Orchestrator:
             user_id=user_id,
             auto_approve=auto_approve,
             task_id=task_id,
+            executor_id=host.executor_id if host is not None else None,
         )
-        await self._dispatch(task.task_id, 0, run_here=run_here)
+        if host is not None:
+            await host.start_task(task.task_id, created=task)
+        else:
+            await self._dispatch(task.task_id, 0, run_here=False)
         return task
 
     # Planning ----------------------------------------------------------------------------
@@ -420,15 +425,20 @@ class Orchestrator:
             old.plan, request=old.request, user_id=old.user_id, run_here=run_here
         )
 
-    async def _dispatch(self, task_id: str, generation: int, *, run_here: bool | None) -> None:
+    async def _local_host(self, run_here: bool | None) -> EngineHost | None:
+        """The engine to run a task on in this process, or None to hand it to the queue."""
         host = self.host
         if run_here is None:
             run_here = host is not None and not host.listen
-        if run_here:
-            if host is None:
-                host = await self.start_engine()
+        if not run_here:
+            return None
+        return host if host is not None else await self.start_engine()
+
+    async def _dispatch(self, task_id: str, generation: int, *, run_here: bool | None) -> None:
+        host = await self._local_host(run_here)
+        if host is not None:
             await host.start_task(task_id, generation)
-        elif host is not None:
+        elif (host := self.host) is not None:
             await host.enqueue_task(task_id, generation)
         else:
             if self._client is None:

@@ -45,6 +45,13 @@ class EngineSettings(BaseModel):
     approval_expiry_hours: float = Field(
         default=24 * 7, gt=0, description="A parked approval expires after this."
     )
+    io_threads: int = Field(
+        default=16,
+        ge=2,
+        le=1024,
+        description="Threads for blocking work (database writes, file and model I/O) in an "
+        "engine process. More threads than this only queue on the database and the GIL.",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(
         default=20.0,

@@ -20,12 +20,15 @@ from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import (
     ArtifactRecord,
     EffectRecord,
+    StepBatch,
     StepUpdate,
     Store,
+    TaskUpdate,
     create_engine,
     upgrade,
     utcnow,
 )
+from intelligent_orchestrator.storage import db as storage_db
 
 T = TypeVar("T")
 
@@ -290,6 +293,152 @@ def test_write_steps_json_artifacts_and_cost(store: Store) -> None:
     assert len(store.step_runs("a")) == 1
 
 
+def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:
+    """The journal's group commit: several tasks' steps, effects, costs and task ends at once,
+    stored exactly as written (the hot path bypasses SQLAlchemy's parameter handling)."""
+    odd: list[Any] = [
+        {"quote": 'he said "hi"', "path": "C:\\dir", "uni": "Zürich ✓", "nl": "a\nb"},
+        [1, [2, [3]], {"x": None}],
+        "just text",
+        0,
+        None,
+    ]
+    for t in ("b1", "b2", "b3"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+    store.effect_started("b1:send", task_id="b1", step_id="send", tool="deliver")
+    started = utcnow()
+    batches = [
+        StepBatch(
+            task_id="b1",
+            updates=[
+                StepUpdate(
+                    step_id=f"s{i}",
+                    tool="noop",
+                    status=StepStatus.SUCCEEDED,
+                    attempt=1,
+                    inputs={"i": i},
+                    output=odd[i % len(odd)],
+                    started_at=started,
+                    finished_at=started,
+                    duration_ms=1.25,
+                    executor_id="ex-1",
+                )
+                for i in range(120)  # more rows than one SQLite statement may bind
+            ],
+            effects_done=[("b1:send", {"receipt": "r-9"})],
+            add_cost=0.5,
+        ),
+        StepBatch(
+            task_id="b2",
+            updates=[
+                StepUpdate(
+                    step_id="x",
+                    tool="noop",
+                    status=StepStatus.RUNNING,
+                    attempt=1,
+                    inputs={"keep": True},
+                    started_at=started,
+                    executor_id="ex-1",
+                ),
+                # the same step again in the same commit: the later transition wins, and the
+                # fields it leaves None keep the earlier values
+                StepUpdate(step_id="x", tool="noop", status=StepStatus.FAILED, error="boom"),
+            ],
+            task=TaskUpdate(
+                status=TaskStatus.FAILED, fields={"error": "step 'x' failed", "failed_step": "x"}
+            ),
+        ),
+        StepBatch(task_id="b3", task=TaskUpdate(status=TaskStatus.SUCCEEDED)),
+    ]
+    store.update_task("b3", status=TaskStatus.CANCELLED)  # cancelled meanwhile: left alone
+    assert store.write_batch(batches) == [False, True, False]
+
+    runs = store.step_runs("b1")
+    assert len(runs) == 120
+    assert [r.output for r in runs[:5]] == odd
+    assert [r.inputs for r in runs[:3]] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert {(r.status, r.attempt, r.duration_ms) for r in runs} == {(StepStatus.SUCCEEDED, 1, 1.25)}
+    assert_utc(runs[0].started_at, runs[0].finished_at)
+    assert abs(runs[0].started_at - started) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert store.effect("b1:send") == EffectRecord(
+        key="b1:send", status="done", receipt={"receipt": "r-9"}
+    )
+    assert store.get_task("b1").total_cost == 0.5
+    (x,) = store.step_runs("b2")
+    assert (x.status, x.error, x.inputs) == (StepStatus.FAILED, "boom", {"keep": True})
+    assert x.started_at is not None
+    with store.engine.connect() as conn:
+        executors = conn.execute(
+            sa.text("SELECT DISTINCT executor_id FROM step_runs WHERE task_id IN ('b1', 'b2')")
+        ).all()
+    assert executors == [("ex-1",)]
+    b2 = store.get_task("b2")
+    assert (b2.status, b2.error, b2.failed_step) == (TaskStatus.FAILED, "step 'x' failed", "x")
+    assert store.get_task("b3").status is TaskStatus.CANCELLED
+    assert store.write_batch([]) == []
+
+
+def test_create_task_running_on_an_executor(store: Store) -> None:
+    task = store.create_task(PLAN, task_id="mine", executor_id="ex-7")
+    stored = store.get_task("mine")
+    for t in (task, stored):
+        assert t.status is TaskStatus.RUNNING
+        assert t.started_at is not None
+    with store.engine.connect() as conn:
+        holder = conn.execute(sa.text("SELECT executor_id FROM tasks WHERE task_id = 'mine'"))
+        assert holder.scalar_one() == "ex-7"
+    assert task.plan == stored.plan == PLAN
+    assert store.create_task(PLAN, task_id="queued").status is TaskStatus.QUEUED
+    assert store.get_task("queued").started_at is None
+
+
+def test_sqlite_writers_of_one_process_take_turns(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many threads writing at once all succeed, and the gate is free afterwards; a
+    transaction that cannot get the gate (a nested write) goes ahead after the wait."""
+    if backend != "sqlite":
+        pytest.skip("the write gate is SQLite's")
+    gate = storage_db.write_gate(store.engine)
+    assert gate is not None
+    assert storage_db.write_gate(store.reader) is None  # reads never wait
+    results, errors = run_concurrently(
+        [lambda i=i: store.create_task(PLAN, task_id=f"g{i}") for i in range(40)]
+    )
+    assert errors == []
+    assert len(results) == 40
+    assert not gate.locked()
+    with store.engine.begin() as conn:  # a transaction holds it until its connection is back
+        conn.execute(sa.text("SELECT 1"))
+        assert gate.locked()
+    assert not gate.locked()
+    duplicate = sa.text("INSERT INTO tasks (task_id) VALUES ('g1')")
+    with store.engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.execute(duplicate)  # a failed statement...
+    assert not gate.locked()  # ...and its transaction's end give it back
+    assert not gate.locked()
+    monkeypatch.setattr(storage_db, "_GATE_WAIT_SECONDS", 0.2)
+    sa.event.listen(store.engine, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout=300"))
+    store.engine.dispose()  # new connections: SQLite's own wait is short too
+    with store.engine.begin() as outer:  # holds the gate (and SQLite's write lock)
+        outer.execute(sa.text("UPDATE tasks SET name = 'held' WHERE task_id = 'g0'"))
+        t0 = time.monotonic()
+
+        def nested() -> None:
+            with store.engine.begin() as inner:
+                inner.execute(sa.text("SELECT 1"))
+
+        _, nested_errors = run_concurrently([nested])
+        waited = time.monotonic() - t0
+    # the nested transaction waited for the gate, went ahead, and met SQLite's own lock
+    # (held by the outer one, which cannot commit while this thread waits): an error, no hang
+    assert 0.2 <= waited < 10
+    assert len(nested_errors) == 1
+    assert "locked" in str(nested_errors[0])
+    store.create_task(PLAN, task_id="after")  # the gate is free again
+    assert store.get_task("g0").name == "held"
+
+
 # Approvals -----------------------------------------------------------------------------
 
 
@@ -455,16 +604,18 @@ def test_expire_approvals(store: Store) -> None:
 def test_side_effect_ledger(store: Store) -> None:
     key = "t1:deliver:1"
     assert store.effect(key) is None
-    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")
-    assert store.effect(key) == EffectRecord(key=key, status="started", receipt=None)
-    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")  # idempotent
+    started = EffectRecord(key=key, status="started", receipt=None)
+    assert store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver") == started
+    assert store.effect(key) == started
+    # idempotent, and says what is recorded
+    assert store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver") == started
     assert store.effects("t1") == [EffectRecord(key=key, status="started", receipt=None)]
 
     store.effect_done(key, {"receipt": "r-1", "ids": [1, 2]})
     done = EffectRecord(key=key, status="done", receipt={"receipt": "r-1", "ids": [1, 2]})
     assert store.effect(key) == done
-    # starting again after it is done does not forget that it is done
-    store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver")
+    # starting again after it is done does not forget that it is done, and says so
+    assert store.effect_started(key, task_id="t1", step_id="deliver", tool="deliver") == done
     assert store.effect(key) == done
 
     store.effect_started("t1:other", task_id="t1", step_id="other", tool="deliver")

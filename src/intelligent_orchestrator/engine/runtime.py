@@ -8,17 +8,18 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from ..domain.models import ExecutionPlan, PipelinePhase, Task, TaskStatus
+from ..domain.models import ExecutionPlan, PipelinePhase, StepRun, Task, TaskStatus
 from ..llm import ModelGateway
 from ..settings import Settings
-from ..storage import Store, dbos_sqlite_engine
+from ..storage import Store, TaskUpdate, dbos_sqlite_engine
 from ..tools.registry import ToolRegistry
+from .journal import StepJournal
 from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_cancellations
 
@@ -47,6 +48,10 @@ class Runtime:
     http_transport: Any = None
     gateway: ModelGateway | None = None
     planner: PlanTask | None = None
+    journal: StepJournal | None = None
+    claimed: dict[str, tuple[Task, list[StepRun]]] = field(default_factory=dict)
+    """Tasks this process created already running on itself (``submit`` with ``run_here``):
+    their first run needs no claim. A recovery or a later run claims as usual."""
 
     def dag(
         self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
@@ -63,6 +68,7 @@ class Runtime:
             auto_approve=auto_approve,
             http_transport=self.http_transport,
             gateway=self.gateway,
+            journal=self.journal,
             **kwargs,
         )
 
@@ -92,7 +98,9 @@ async def run_task_workflow(task_id: str) -> str:
 
 async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     store = rt.store
-    claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
+    claimed = rt.claimed.pop(task_id, None)
+    if claimed is None:
+        claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
     if claimed is None:
         return (await asyncio.to_thread(store.get_task, task_id)).status
     task, previous = claimed
@@ -131,8 +139,25 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     if plan.uses_pipeline and rt.settings.quality.enabled:
         return await Pipeline(rt, task).run(previous)
     dag = rt.dag(task_id, plan, auto_approve=task.auto_approve)
+
+    def finish(status: TaskStatus) -> TaskUpdate | None:
+        if status is TaskStatus.CANCELLED:
+            return None  # the cancel wrote the task's status
+        fields: dict[str, Any] = {}
+        if status.finished:
+            fields["finished_at"] = _now()
+        failure = dag.first_failure()
+        if status is TaskStatus.FAILED and failure is not None:
+            fields["failed_step"] = failure[0]
+            fields["error"] = f"step {failure[0]!r} failed: {failure[1]}"
+        elif status is TaskStatus.FAILED and dag.stopped:
+            fields["error"] = f"task stopped: {dag.stopped}"
+        elif status is TaskStatus.REJECTED:
+            fields["error"] = "rejected"
+        return TaskUpdate(status=status, fields=fields)
+
     try:
-        status = await dag.run(previous)
+        return await dag.run(previous, finish=finish)
     except Exception as exc:
         logger.exception("task crashed", extra={"task_id": task_id})
         await asyncio.to_thread(
@@ -144,22 +169,6 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
             error=f"internal error: {type(exc).__name__}: {exc}",
         )
         return TaskStatus.FAILED
-    fields: dict[str, Any] = {}
-    if status.finished:
-        fields["finished_at"] = _now()
-    failure = dag.first_failure()
-    if status is TaskStatus.FAILED and failure is not None:
-        fields["failed_step"] = failure[0]
-        fields["error"] = f"step {failure[0]!r} failed: {failure[1]}"
-    elif status is TaskStatus.FAILED and dag.stopped:
-        fields["error"] = f"task stopped: {dag.stopped}"
-    elif status is TaskStatus.REJECTED:
-        fields["error"] = "rejected"
-    if status is not TaskStatus.CANCELLED:
-        await asyncio.to_thread(
-            store.update_task, task_id, status=status, only_if=[TaskStatus.RUNNING], **fields
-        )
-    return status
 
 
 def _now() -> Any:
@@ -232,6 +241,7 @@ class EngineHost:
             http_transport=self.http_transport,
             gateway=self.gateway,
             planner=self.planner,
+            journal=StepJournal(self.store),
         )
         config: DBOSConfig = {
             "name": APP_NAME,
@@ -240,6 +250,10 @@ class EngineHost:
             "executor_id": self.executor_id,
             "log_level": "WARNING",
             "enable_otlp": False,
+            # DBOS installs its pool as the loop's default executor (asyncio.to_thread), with no
+            # bound: 100 running tasks made 150+ threads that mostly waited for the database
+            # write lock and the GIL.
+            "max_executor_threads": self.settings.engine.io_threads,
         }
         if not self.settings.is_postgres:
             # DBOS's own SQLite set-up is rollback-journal + synchronous=FULL; ours is WAL +
@@ -267,6 +281,8 @@ class EngineHost:
             if t is not None:
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
+        if _runtime is not None and _runtime.journal is not None:
+            await _runtime.journal.drain()
         await asyncio.to_thread(self.store.stop_executor, self.executor_id)
         await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
         if self._sys_engine is not None:
@@ -300,10 +316,20 @@ class EngineHost:
             except Exception:
                 logger.exception("lease round failed")
 
-    async def start_task(self, task_id: str, generation: int = 0) -> None:
-        """Run the task in this process (not through the queue)."""
-        with SetWorkflowID(workflow_id(task_id, generation)):
-            await DBOS.start_workflow_async(run_task_workflow, task_id)
+    async def start_task(
+        self, task_id: str, generation: int = 0, *, created: Task | None = None
+    ) -> None:
+        """Run the task in this process (not through the queue). ``created``: the task as
+        just stored running on this executor (``Store.create_task(executor_id=...)``)."""
+        rt = current_runtime()
+        if created is not None:
+            rt.claimed[task_id] = (created, [])
+        try:
+            with SetWorkflowID(workflow_id(task_id, generation)):
+                await DBOS.start_workflow_async(run_task_workflow, task_id)
+        except BaseException:
+            rt.claimed.pop(task_id, None)
+            raise
 
     async def enqueue_task(self, task_id: str, generation: int = 0) -> None:
         queue = await DBOS.retrieve_queue_async(TASK_QUEUE)

@@ -5,9 +5,12 @@ resumes after a crash or an approval skips finished steps whatever order they fi
 (DBOS numbers its own step checkpoints by call order, which a DAG scheduled by completion does
 not have; see README "Durability".)
 
-Writes are group-committed: the completions gathered since the last write and the start of the
-steps they unlock go to the database in one transaction, and a step never starts before the
-outputs it reads are durable.
+Writes are group-committed by the process's :class:`StepJournal`, in order, without holding
+up pure steps: a step with no side effect starts as soon as its inputs exist (after a crash it
+and whatever followed it before the commit simply run again). A side effect, or an approval
+request, waits until every transition of its task before it is durable, so nothing acts on an
+output the database does not have; and the task's end is written in the same commit as its
+last steps.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from ..errors import BudgetExceededError, ToolError, ToolTimeoutError
 from ..llm import BoundLlm, CallScope, ModelGateway, TaskBudget
 from ..planning.validate import execution_order, step_dependencies
 from ..settings import Settings
-from ..storage import ArtifactRecord, StepUpdate, Store, utcnow
+from ..storage import ArtifactRecord, StepBatch, StepUpdate, Store, TaskUpdate, utcnow
 from ..tools.registry import ToolRegistry
 from ..tools.spec import Artifact, Tool, ToolContext
+from .journal import StepJournal
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Outcome:
     duration_ms: float | None = None
     cost: float = 0.0
     artifacts: list[Artifact] = field(default_factory=list)
+    effect: str | None = None  # the side effect (idempotency key) this step did, if any
     stop_task: str | None = None  # the task must stop (its budget is spent)
 
 
@@ -79,6 +84,7 @@ class DagRun:
     auto_approve: bool = False
     http_transport: Any = None
     gateway: ModelGateway | None = None
+    journal: StepJournal | None = None
     sleep: Callable[[float], Any] = asyncio.sleep
     feedback: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per step: what a reviewer asked to fix (a refinement round); given to its model calls."""
@@ -98,9 +104,20 @@ class DagRun:
     _running: dict[asyncio.Task[Outcome], str] = field(default_factory=dict)
     _tools: dict[str, str] = field(default_factory=dict)  # step id -> tool id
     _pending: list[str] | None = None
-    _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _unflushed: list[asyncio.Future[bool]] = field(default_factory=list)
+    _effects: list[tuple[str, Any]] = field(default_factory=list)  # done, not yet handed over
 
-    async def run(self, previous: list[StepRun]) -> TaskStatus:
+    async def run(
+        self,
+        previous: list[StepRun],
+        *,
+        finish: Callable[[TaskStatus], TaskUpdate | None] | None = None,
+    ) -> TaskStatus:
+        """Run the plan's remaining steps; returns the task's status once every step's end is
+        durable. ``finish`` maps that status to the task's own update, written in the same
+        commit as the last steps (None: leave the task row alone)."""
+        if self.journal is None:
+            self.journal = StepJournal(self.store)
         order = execution_order(self.plan)
         steps = {s.id: s for s in self.plan.steps}
         self._tools = {s.id: s.tool for s in self.plan.steps}
@@ -126,6 +143,10 @@ class DagRun:
         self.budget = await self._budget()
         self.limits.active[self.task_id] = self
         done: list[Outcome] = []
+        ended: asyncio.Queue[asyncio.Task[Outcome]] = asyncio.Queue()
+        updates: list[StepUpdate] = []
+        artifacts: list[ArtifactRecord] = []
+        cost = 0.0
         try:
             while True:
                 updates, artifacts, cost = self._apply(done)
@@ -166,15 +187,18 @@ class DagRun:
                                 )
                             )
                     updates += self._propagate_skips(order, deps)
-                await self._write(updates, artifacts, cost)
+                if not launch and not self._running:
+                    break  # the last transitions go with the task's end, in one commit
+                self._write(updates, artifacts, cost)
+                self._raise_failed_writes()
                 for step, args in launch:
                     t = asyncio.create_task(self._run_step(step, args), name=f"step:{step.id}")
+                    t.add_done_callback(ended.put_nowait)
                     self._running[t] = step.id
-                if not self._running:
-                    break
-                finished, _ = await asyncio.wait(
-                    self._running.keys(), return_when=asyncio.FIRST_COMPLETED
-                )
+                # Every step that has ended by now (one wake-up, however many steps run).
+                finished = [await ended.get()]
+                while not ended.empty():
+                    finished.append(ended.get_nowait())
                 for t in finished:
                     self._running.pop(t)
                     done.append(t.result())  # _run_step turns every failure into an Outcome
@@ -184,7 +208,12 @@ class DagRun:
                 t.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
-        return self._final_status(order)
+            for f in self._unflushed:  # an aborted run: its failed writes are not news
+                f.add_done_callback(_retrieve)
+        status = self._final_status(order)
+        self._write(updates, artifacts, cost, task=finish(status) if finish is not None else None)
+        await self._durable()
+        return status
 
     async def _budget(self) -> TaskBudget | None:
         """The task's model budget, counting what earlier runs of the task already spent."""
@@ -254,6 +283,8 @@ class DagRun:
                 for a in o.artifacts
             ]
             cost += o.cost
+            if o.effect is not None:
+                self._effects.append((o.effect, o.output))
         return updates, artifacts, cost
 
     def _update(self, o: Outcome) -> StepUpdate:
@@ -271,22 +302,44 @@ class DagRun:
             cost=o.cost,
         )
 
-    async def _write(
+    def _write(
         self,
         updates: list[StepUpdate],
         artifacts: list[ArtifactRecord] | None = None,
         cost: float = 0.0,
+        *,
+        task: TaskUpdate | None = None,
     ) -> None:
-        if not updates and not artifacts:
+        """Hand transitions to the journal (in order; durable at its next commit)."""
+        effects, self._effects = self._effects, []
+        if not updates and not artifacts and not cost and not effects and task is None:
             return
-        async with self._write_lock:  # keeps this task's transitions in order
-            await asyncio.to_thread(
-                self.store.write_steps,
-                self.task_id,
-                updates,
-                artifacts=artifacts or (),
-                add_cost=cost,
-            )
+        assert self.journal is not None
+        batch = StepBatch(
+            task_id=self.task_id,
+            updates=updates,
+            artifacts=artifacts or (),
+            add_cost=cost,
+            effects_done=effects,
+            task=task,
+        )
+        self._unflushed.append(self.journal.write(batch))
+
+    async def _durable(self) -> None:
+        """Wait until every transition handed over so far is durable."""
+        if self._unflushed:
+            await asyncio.wait(list(self._unflushed))
+        self._raise_failed_writes()
+
+    def _raise_failed_writes(self) -> None:
+        """Forget written transitions; a failed write ends the run (its state is unknown)."""
+        keep: list[asyncio.Future[bool]] = []
+        for f in self._unflushed:
+            if not f.done():
+                keep.append(f)
+            elif (exc := f.exception()) is not None:
+                raise RuntimeError(f"could not record the task's steps: {exc}") from exc
+        self._unflushed = keep
 
     def _propagate_skips(self, order: list[str], deps: dict[str, set[str]]) -> list[StepUpdate]:
         updates: list[StepUpdate] = []
@@ -338,12 +391,15 @@ class DagRun:
     # One step ----------------------------------------------------------------------------
     async def _run_step(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome:
         try:
-            if self._needs_approval(step, args):
+            gated = self._needs_approval(step, args)
+            if gated or self.registry.get(step.tool).spec.side_effects:
+                await self._durable()  # act only on outputs the database has
+            if gated:
                 parked = await self._gate(step, args)
                 if parked is not None:
                     return parked
                 self.attempts[step.id] = self.attempts.get(step.id, 0) + 1
-                await self._write(
+                self._write(
                     [
                         StepUpdate(
                             step_id=step.id,
@@ -410,7 +466,7 @@ class DagRun:
             if n:
                 attempt += 1
                 self.attempts[step.id] = attempt
-                await self._write(
+                self._write(
                     [
                         StepUpdate(
                             step_id=step.id,
@@ -477,6 +533,7 @@ class DagRun:
                     duration_ms=(time.perf_counter() - t0) * 1000,
                     cost=scope.cost if scope.calls else tool.spec.estimated_cost,
                     artifacts=ctx.artifacts,
+                    effect=ctx.idempotency_key if tool.spec.side_effects else None,
                     stop_task=f"budget exceeded: {over}"
                     if self.budget is not None and (over := self.budget.over())
                     else None,
@@ -509,19 +566,22 @@ class DagRun:
         # Exactly once: a finished effect is never redone; an interrupted one is retried with
         # the same idempotency key, which the tool passes on to the system it calls.
         key = ctx.idempotency_key
-        done = await asyncio.to_thread(self.store.effect, key)
-        if done is not None and done.status == "done":
-            return done.receipt
-        await asyncio.to_thread(
+        effect = await asyncio.to_thread(
             self.store.effect_started,
             key,
             task_id=ctx.task_id,
             step_id=ctx.step_id,
             tool=tool.tool_id,
         )
-        receipt = await tool.invoke(args, ctx)
-        await asyncio.to_thread(self.store.effect_done, key, receipt)
-        return receipt
+        if effect.status == "done":
+            return effect.receipt
+        # "done" is written with the step's outcome, in the journal's next commit
+        return await tool.invoke(args, ctx)
+
+
+def _retrieve(f: asyncio.Future[bool]) -> None:
+    if not f.cancelled():
+        f.exception()
 
 
 async def watch_cancellations(store: Store, limits: StepLimits, *, every: float = 0.5) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonschema
-
 from ..domain.models import ExecutionPlan, WorkflowStep
 from ..domain.refs import REF_PATTERN, Reference, find_references
 from ..errors import ToolNotFoundError, WorkflowValidationError
 from ..tools.registry import ToolRegistry
+from ..tools.spec import schema_validator
 
 _WHOLE_REF_MARK = "\x00ref\x00"
 
@@ -96,8 +95,7 @@ def _check_inputs(step: WorkflowStep, schema: dict[str, Any]) -> list[str]:
             # A reference nested in a list/dict/longer string: its type is only known at run time.
             ref_keys.add(key)
     problems: list[str] = []
-    validator = jsonschema.Draft202012Validator(schema)
-    for err in validator.iter_errors(probe):
+    for err in schema_validator(schema).iter_errors(probe):
         path = [str(p) for p in err.absolute_path]
         if path and path[0] in ref_keys:
             continue

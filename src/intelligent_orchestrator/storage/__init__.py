@@ -1,14 +1,25 @@
 """Storage: tables, migrations and the repository."""
 
 from .db import create_engine, current_revision, dbos_sqlite_engine, head_revision, upgrade
-from .repository import ArtifactRecord, EffectRecord, ExecutorInfo, StepUpdate, Store, utcnow
+from .repository import (
+    ArtifactRecord,
+    EffectRecord,
+    ExecutorInfo,
+    StepBatch,
+    StepUpdate,
+    Store,
+    TaskUpdate,
+    utcnow,
+)
 
 __all__ = [
     "ArtifactRecord",
     "EffectRecord",
     "ExecutorInfo",
+    "StepBatch",
     "StepUpdate",
     "Store",
+    "TaskUpdate",
     "create_engine",
     "current_revision",
     "dbos_sqlite_engine",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,48 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_GATE_WAIT_SECONDS = 30.0
+_GATES: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: sa.Engine) -> threading.Lock | None:
+    """The lock this process's writers to ``engine``'s SQLite file take turns on (None if
+    the engine has none)."""
+    return _GATES.get(engine)
+
+
+def serialize_writers(engine: sa.Engine) -> None:
+    """Let this process's transactions on a SQLite file take turns on a lock.
+
+    SQLite admits one writer; a transaction that finds the file locked sleeps in SQLite's busy
+    handler (1, 2, 5, 10 ... 100 ms steps) however soon the lock frees, so under concurrency
+    (many tasks, one thread each) most time went to those sleeps. With the gate, writers of
+    one process queue on a lock instead and start the moment the previous one ends (the lock
+    is released when the connection returns to the pool, after its COMMIT or ROLLBACK).
+    Writers in other processes still meet the busy timeout. A transaction that cannot get the
+    gate within 30 s goes ahead without it, so a nested write can stall but not deadlock.
+    """
+    gate = threading.Lock()
+    _GATES[engine] = gate
+
+    def take(conn: sa.Connection) -> None:
+        info = conn.info
+        if info.get("write_gate"):
+            return  # this connection holds it already (a second transaction before check-in)
+        if gate.acquire(timeout=_GATE_WAIT_SECONDS):
+            info["write_gate"] = True
+        else:
+            logger.warning("SQLite write gate not free after %.0f s; going on", _GATE_WAIT_SECONDS)
+
+    def give_back(_dbapi_conn: Any, record: Any) -> None:
+        if record.info.pop("write_gate", False):
+            gate.release()
+
+    event.listen(engine, "begin", take)
+    event.listen(engine, "checkin", give_back)
+    event.listen(engine, "invalidate", lambda _c, record, _e: give_back(None, record))
+
+
 def dbos_sqlite_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
     """An engine for DBOS's SQLite system database with DBOS's own per-connection settings
     (pysqlite IMMEDIATE transactions, busy timeout, foreign keys) plus WAL and NORMAL sync."""
@@ -45,6 +89,7 @@ def dbos_sqlite_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     event.listen(engine, "connect", on_connect)
+    serialize_writers(engine)
     return engine
 
 
@@ -68,6 +113,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
             **kwargs,
         )
         event.listen(engine, "connect", sqlite_pragmas)
+        serialize_writers(engine)  # before BEGIN IMMEDIATE: queue here, not in SQLite
         event.listen(engine, "begin", _begin_immediate)
         return engine
     return sa.create_engine(

@@ -109,7 +109,7 @@ class Tool:
                 raise ToolInputError(
                     _pydantic_problems(self.tool_id, exc), tool_id=self.tool_id
                 ) from exc
-        validator = jsonschema.Draft202012Validator(self.spec.input_schema)
+        validator = schema_validator(self.spec.input_schema)
         errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
         if errors:
             problems = "; ".join(_jsonschema_problem(e) for e in errors)
@@ -126,6 +126,20 @@ class Tool:
 
 
 _ANY = TypeAdapter(Any)
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator]] = {}
+
+
+def schema_validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """A validator for ``schema``, built once per schema object (a tool's schema is fixed
+    once registered; building a validator cost more than most validations)."""
+    hit = _VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    validator = jsonschema.Draft202012Validator(schema)
+    if len(_VALIDATORS) >= 4096:  # tools re-registered (MCP reloads) bring new schema objects
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)  # holding the schema keeps its id unique
+    return validator
 
 
 def to_jsonable(value: Any) -> Any:

@@ -1,0 +1,146 @@
+"""The journal's group commit: what waits for durability, and what a failed write does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
+from intelligent_orchestrator.engine.journal import StepJournal
+from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
+from intelligent_orchestrator.tools.spec import ToolContext, tool
+
+
+def plan(*steps: dict[str, Any]) -> ExecutionPlan:
+    return ExecutionPlan.model_validate({"name": "journal", "steps": list(steps)})
+
+
+def recording(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[list[StepBatch]]:
+    """Every group commit the store is asked for, in order."""
+    commits: list[list[StepBatch]] = []
+    write = store.write_batch
+
+    def spy(batches: Any) -> list[bool]:
+        commits.append(list(batches))
+        return write(batches)
+
+    monkeypatch.setattr(store, "write_batch", spy)
+    return commits
+
+
+async def test_a_side_effect_acts_only_on_outputs_already_durable(orch: Orchestrator) -> None:
+    seen: dict[str, tuple[StepStatus, Any]] = {}
+
+    @tool("durable_check", category="test", side_effects=True, requires_approval=False)
+    async def durable_check(ctx: ToolContext, value: int) -> dict[str, int]:
+        """A side effect that looks at what the database holds when it is about to act."""
+        for r in orch.store.step_runs(ctx.task_id):
+            seen[r.step_id] = (r.status, r.output)
+        return {"value": value}
+
+    orch.registry.register(durable_check)
+    task = await orch.submit(
+        plan(
+            {"id": "a", "tool": "noop", "inputs": {"value": 3}},
+            {"id": "b", "tool": "add", "inputs": {"a": "${steps.a.output.value}", "b": 1}},
+            {"id": "send", "tool": "durable_check", "inputs": {"value": "${steps.b.output.value}"}},
+        )
+    )
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    # pure steps do not wait for their commits, but the effect saw its inputs in the database
+    assert seen["a"] == (StepStatus.SUCCEEDED, {"value": 3})
+    assert seen["b"] == (StepStatus.SUCCEEDED, {"value": 4})
+    assert seen["send"][0] is StepStatus.RUNNING
+    effects = orch.store.effects(task.task_id)
+    assert [(e.status, e.receipt) for e in effects] == [("done", {"value": 4})]
+
+
+async def test_a_task_ends_in_the_same_commit_as_its_last_steps(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = recording(orch.store, monkeypatch)
+    task = await orch.submit(
+        plan(
+            {"id": "a", "tool": "noop", "inputs": {"value": 1}},
+            *({"id": f"w{i}", "tool": "noop", "depends_on": ["a"]} for i in range(5)),
+            {"id": "z", "tool": "noop", "depends_on": [f"w{i}" for i in range(5)]},
+        )
+    )
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    mine = [b for commit in commits for b in commit if b.task_id == task.task_id]
+    ends = [b for b in mine if b.task is not None]
+    assert len(ends) == 1
+    assert ends[0] is mine[-1]
+    end = ends[0].task
+    assert end is not None
+    assert end.status is TaskStatus.SUCCEEDED
+    assert "finished_at" in end.fields
+    assert [(u.step_id, u.status) for u in ends[0].updates] == [("z", StepStatus.SUCCEEDED)]
+    # and every transition was handed over in order: each step ran, then succeeded
+    order = [(u.step_id, u.status) for b in mine for u in b.updates]
+    for sid in ["a", *(f"w{i}" for i in range(5)), "z"]:
+        mine_steps = [st for s, st in order if s == sid]
+        assert mine_steps == [StepStatus.RUNNING, StepStatus.SUCCEEDED], sid
+
+
+async def test_a_failed_write_fails_only_its_own_task(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = orch.store
+    for t in ("good", "bad"):
+        store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
+    write = store.write_batch
+
+    def failing(batches: Any) -> list[bool]:
+        if any(b.task_id == "bad" for b in batches):
+            raise RuntimeError("disk full")
+        return write(batches)
+
+    monkeypatch.setattr(store, "write_batch", failing)
+    journal = StepJournal(store)
+
+    def batch(task_id: str) -> StepBatch:
+        return StepBatch(
+            task_id=task_id,
+            updates=[StepUpdate(step_id="s", tool="noop", status=StepStatus.SUCCEEDED)],
+        )
+
+    good, bad = journal.write(batch("good")), journal.write(batch("bad"))  # one group commit
+    assert await good is False  # written (it had no task update)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await bad
+    assert [r.status for r in store.step_runs("good")] == [StepStatus.SUCCEEDED]
+    assert store.step_runs("bad") == []
+    await journal.drain()
+
+
+async def test_a_task_whose_steps_cannot_be_recorded_fails_with_the_reason(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = orch.store.write_batch
+    calls = 0
+
+    def flaky(batches: Any) -> list[bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("database went away")
+        return write(batches)
+
+    monkeypatch.setattr(orch.store, "write_batch", flaky)
+    task = await orch.submit(
+        plan(
+            {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.05}},
+            {"id": "b", "tool": "sleep", "inputs": {"seconds": 0.05}, "depends_on": ["a"]},
+            {"id": "c", "tool": "noop", "depends_on": ["b"]},
+        )
+    )
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.FAILED
+    assert "could not record the task's steps: database went away" in (result.task.error or "")
+    await asyncio.sleep(0)
