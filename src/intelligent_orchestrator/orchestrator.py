@@ -263,7 +263,7 @@ class Orchestrator:
             executor_id=host.executor_id if host is not None else None,
         )
         if host is not None:
-            await host.start_task(task.task_id, created=task)
+            await host.start_task(task.task_id, claimed=(task, []))
         else:
             await self._dispatch(task.task_id, 0, run_here=False)
         return task
@@ -534,17 +534,24 @@ class Orchestrator:
         round_, revisions = (
             await self._checked_edits(task_id, edits, editor=decided_by) if edits else (None, [])
         )
-        generation = await asyncio.to_thread(
-            self.store.approve_and_requeue,
+        host = await self._local_host(run_here)
+        generation, claimed = await asyncio.to_thread(
+            self.store.approve_and_claim,
             task_id,
             comment=comment,
             decided_by=decided_by,
             step_id=step_id,
             revisions=revisions,
             round_=round_,
+            executor_id=host.executor_id if host is not None else None,
         )
-        if generation is not None:  # None: other gates still wait
-            await self._dispatch(task_id, generation, run_here=run_here)
+        if generation is None:  # other gates still wait
+            return await self.get_task(task_id)
+        if host is not None:
+            assert claimed is not None
+            await host.start_task(task_id, generation, claimed=claimed)
+            return claimed[0]
+        await self._dispatch(task_id, generation, run_here=False)
         return await self.get_task(task_id)
 
     async def reject(self, task_id: str, *, comment: str, decided_by: str | None = None) -> Task:

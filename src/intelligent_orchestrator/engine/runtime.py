@@ -317,13 +317,17 @@ class EngineHost:
                 logger.exception("lease round failed")
 
     async def start_task(
-        self, task_id: str, generation: int = 0, *, created: Task | None = None
+        self,
+        task_id: str,
+        generation: int = 0,
+        *,
+        claimed: tuple[Task, list[StepRun]] | None = None,
     ) -> None:
-        """Run the task in this process (not through the queue). ``created``: the task as
-        just stored running on this executor (``Store.create_task(executor_id=...)``)."""
+        """Run the task in this process (not through the queue). ``claimed``: the task and its
+        step runs, as this executor just took it (created or approved running on it)."""
         rt = current_runtime()
-        if created is not None:
-            rt.claimed[task_id] = (created, [])
+        if claimed is not None:
+            rt.claimed[task_id] = claimed
         try:
             with SetWorkflowID(workflow_id(task_id, generation)):
                 await DBOS.start_workflow_async(run_task_workflow, task_id)

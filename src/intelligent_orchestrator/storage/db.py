@@ -27,6 +27,10 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a process holds dozens
+    # of pooled connections, and their caches, filling as the file grows, were most of its
+    # memory growth with 10,000 parked tasks; the OS page cache still holds the file.
+    cur.execute("PRAGMA cache_size=-1024")
     cur.close()
 
 
@@ -87,6 +91,7 @@ def dbos_sqlite_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+        dbapi_conn.execute("PRAGMA cache_size=-1024")  # as sqlite_pragmas
 
     event.listen(engine, "connect", on_connect)
     serialize_writers(engine)

@@ -573,7 +573,30 @@ class Store:
         transaction (an approval never goes without its edits, nor edits without it).
         Returns the new run generation, or None while other gates still wait.
         """
-        return self._decide(
+        return self.approve_and_claim(
+            task_id,
+            comment=comment,
+            decided_by=decided_by,
+            step_id=step_id,
+            revisions=revisions,
+            round_=round_,
+        )[0]
+
+    def approve_and_claim(
+        self,
+        task_id: str,
+        *,
+        comment: str | None,
+        decided_by: str | None,
+        step_id: str | None = None,
+        revisions: Sequence[ChannelVariant] = (),
+        round_: int | None = None,
+        executor_id: str | None = None,
+    ) -> tuple[int | None, tuple[Task, list[StepRun]] | None]:
+        """:meth:`approve_and_requeue`; with ``executor_id``, a task that may go on is claimed
+        by that executor in the same transaction (running, with its step runs loaded), for a
+        process that resumes it at once."""
+        _, generation, claimed = self._decide(
             task_id,
             approved=True,
             comment=comment,
@@ -582,7 +605,9 @@ class Store:
             settle=True,
             revisions=revisions,
             round_=round_,
-        )[1]
+            claim_for=executor_id,
+        )
+        return generation, claimed
 
     def _decide(
         self,
@@ -595,9 +620,11 @@ class Store:
         settle: bool = False,
         revisions: Sequence[ChannelVariant] = (),
         round_: int | None = None,
-    ) -> tuple[list[Approval], int | None]:
+        claim_for: str | None = None,
+    ) -> tuple[list[Approval], int | None, tuple[Task, list[StepRun]] | None]:
         """``settle``: the task must await approval, and the decision moves it on in the same
-        transaction (approved with no gate left: queued again; rejected: finished)."""
+        transaction (approved with no gate left: queued again, or with ``claim_for`` running
+        on that executor; rejected: finished)."""
         now = utcnow()
         # Expire first, in its own transaction: the refusal below must not roll the expiry back.
         self.expire_approvals(now=now, task_id=task_id)
@@ -693,7 +720,19 @@ class Store:
                     task.status = TaskStatus.QUEUED.value
                     task.updated_at = now
                     generation = task.run_generation
-            return [_approval(r) for r in decided], generation
+            claimed: tuple[Task, list[StepRun]] | None = None
+            if generation is not None and claim_for is not None:
+                task.status = TaskStatus.RUNNING.value
+                task.executor_id = claim_for
+                task.started_at = task.started_at or now
+                s.flush()
+                runs = s.scalars(
+                    sa.select(StepRunRow)
+                    .where(StepRunRow.task_id == task_id)
+                    .order_by(StepRunRow.id)
+                ).all()
+                claimed = (_task(task), [_step(r) for r in runs])
+            return [_approval(r) for r in decided], generation, claimed
 
     def cancel_approvals(self, task_id: str) -> None:
         with self.engine.begin() as conn:
@@ -711,12 +750,15 @@ class Store:
     ) -> list[str]:
         """Expire pending approvals past their deadline (of one task, or all); returns the task ids."""
         now = now or utcnow()
+        q = sa.select(ApprovalRow).where(
+            ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now
+        )
+        if task_id is not None:
+            q = q.where(ApprovalRow.task_id == task_id)
+        with self.reader.connect() as conn:  # mostly nothing is due: no write transaction then
+            if conn.execute(q.with_only_columns(ApprovalRow.approval_id).limit(1)).first() is None:
+                return []
         with self.session() as s, s.begin():
-            q = sa.select(ApprovalRow).where(
-                ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now
-            )
-            if task_id is not None:
-                q = q.where(ApprovalRow.task_id == task_id)
             rows = list(s.scalars(q.with_for_update(skip_locked=True)))
             for r in rows:
                 r.status = ApprovalStatus.EXPIRED.value
