@@ -19,6 +19,8 @@ from ..storage import StepBatch, Store
 
 logger = logging.getLogger(__name__)
 
+_LINGER_TURNS = 4
+
 
 class StepJournal:
     def __init__(self, store: Store) -> None:
@@ -41,9 +43,12 @@ class StepJournal:
 
     async def _flush(self) -> None:
         while True:
-            # Yield first: the steps just launched take their first stride (and this round's
-            # writes from other tasks join) before the commit's thread competes for the GIL.
-            await asyncio.sleep(0)
+            # Linger a few turns of the event loop (microseconds): the steps just launched take
+            # their first stride before the commit's thread competes for the GIL, and what they
+            # and other tasks hand over meanwhile (a step that ends at once, a task's end) joins
+            # this commit instead of waiting for the next one.
+            for _ in range(_LINGER_TURNS):
+                await asyncio.sleep(0)
             if not self._pending:
                 return
             items, self._pending = self._pending, []
