@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
-from intelligent_orchestrator.engine.journal import StepJournal
+from intelligent_orchestrator.engine.journal import JournalWriteError, StepJournal
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
 from intelligent_orchestrator.tools.spec import ToolContext, tool
@@ -112,11 +113,50 @@ async def test_a_failed_write_fails_only_its_own_task(
 
     good, bad = journal.write(batch("good")), journal.write(batch("bad"))  # one group commit
     assert await good is False  # written (it had no task update)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(JournalWriteError, match="disk full"):
         await bad
     assert [r.status for r in store.step_runs("good")] == [StepStatus.SUCCEEDED]
     assert store.step_runs("bad") == []
+
+    # The failed task's later writes are refused unwritten, so what is durable of it stays a
+    # prefix of what happened (its end must not land after a lost step)...
+    monkeypatch.setattr(store, "write_batch", write)
+    with pytest.raises(JournalWriteError, match="disk full"):
+        await journal.write(batch("bad"))
+    assert store.step_runs("bad") == []
+    # ...until a new run of it starts from what is durable.
+    journal.begin("bad")
+    assert await journal.write(batch("bad")) is False
+    assert [r.status for r in store.step_runs("bad")] == [StepStatus.SUCCEEDED]
     await journal.drain()
+
+
+async def test_each_event_loop_has_its_own_lane(orch: Orchestrator) -> None:
+    """DBOS runs queued and recovered workflows on its own loop: writes from two loops (in two
+    threads) must each be committed and resolved on their own loop."""
+    store = orch.store
+    journal = StepJournal(store)
+    for t in ("l1", "l2"):
+        store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
+
+    async def write(task_id: str) -> bool:
+        update = StepUpdate(step_id="s", tool="noop", status=StepStatus.SUCCEEDED)
+        ok = await journal.write(StepBatch(task_id=task_id, updates=[update]))
+        await journal.drain()
+        return ok
+
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda t=t: results.append(asyncio.run(write(t))))
+        for t in ("l1", "l2")
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        await asyncio.to_thread(th.join, 30)
+    assert results == [False, False]
+    for t in ("l1", "l2"):
+        assert [r.status for r in store.step_runs(t)] == [StepStatus.SUCCEEDED]
 
 
 async def test_a_task_whose_steps_cannot_be_recorded_fails_with_the_reason(

@@ -7,41 +7,66 @@ durable before an earlier one of the same task), one commit serves every task ru
 time, and a pure step does not wait for the previous step's commit to start. Whoever needs
 durability waits for it: a side effect waits until the outputs it acts on are durable, and a
 task reports its end in the same commit as its last steps (see ``DagRun``).
+
+Once a write of a task fails, the task's later writes are refused without being written, so
+the prefix holds (the task's run fails; its next run starts again from what is durable). Each
+event loop has its own lane of pending writes and its own flusher: DBOS runs queued and
+recovered workflows on its own loop, next to the application's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import weakref
+from dataclasses import dataclass, field
 
-from ..storage import StepBatch, Store
+from ..storage import StepBatch, Store, commit_outcome_unknown
 
 logger = logging.getLogger(__name__)
 
 _LINGER_TURNS = 4
 
+Item = tuple[StepBatch, "asyncio.Future[bool]"]
+
+
+@dataclass(slots=True)
+class _Lane:
+    pending: list[Item] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+
+
+class JournalWriteError(RuntimeError):
+    """A task's steps could not be recorded (this write, or an earlier one of the task)."""
+
 
 class StepJournal:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._pending: list[tuple[StepBatch, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
         self.commits = 0  # transactions written (for the bench and tests)
+
+    def begin(self, task_id: str) -> None:
+        """A new run of ``task_id`` starts from what is durable: forget an earlier failure."""
+        self._failed.pop(task_id, None)
 
     def write(self, batch: StepBatch) -> asyncio.Future[bool]:
         """Queue ``batch`` for the next commit; the future resolves once it is durable (with
-        whether its task update applied) or fails with the database's error."""
+        whether its task update applied) or fails with the reason it was not written."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
-        if self._flusher is None or self._flusher.done():
-            # A flusher of an earlier event loop (closed with its loop) left nothing to await.
-            self._pending = [(b, f) for b, f in self._pending if f.get_loop() is loop]
-            self._flusher = loop.create_task(self._flush(), name="step-journal")
-        self._pending.append((batch, fut))
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
+        lane.pending.append((batch, fut))
+        if lane.flusher is None or lane.flusher.done():
+            lane.flusher = loop.create_task(self._flush(lane), name="step-journal")
         return fut
 
-    async def _flush(self) -> None:
+    async def _flush(self, lane: _Lane) -> None:
         while True:
             # Linger a few turns of the event loop (microseconds): the steps just launched take
             # their first stride before the commit's thread competes for the GIL, and what they
@@ -49,37 +74,50 @@ class StepJournal:
             # this commit instead of waiting for the next one.
             for _ in range(_LINGER_TURNS):
                 await asyncio.sleep(0)
-            if not self._pending:
+            if not lane.pending:
                 return
-            items, self._pending = self._pending, []
+            items, lane.pending = lane.pending, []
             await self._commit(items)
 
-    async def _commit(self, items: list[tuple[StepBatch, asyncio.Future[bool]]]) -> None:
-        batches = [b for b, _ in items]
+    async def _commit(self, items: list[Item]) -> None:
+        live = []
+        for batch, fut in items:
+            if batch.task_id in self._failed:
+                self._refuse(batch, fut, self._failed[batch.task_id])
+            else:
+                live.append((batch, fut))
+        if not live:
+            return
         try:
-            applied = await asyncio.to_thread(self.store.write_batch, batches)
+            applied = await asyncio.to_thread(self.store.write_batch, [b for b, _ in live])
         except Exception as exc:
-            if len(items) == 1:
-                _fail(items, exc)
+            if len(live) == 1 or commit_outcome_unknown(exc):
+                # (A commit lost with its connection may have been applied: writing again
+                # could add a cost twice. Every task in it stops; their next runs re-read.)
+                for batch, fut in live:
+                    self._refuse(batch, fut, exc)
                 return
-            # One task's bad write must not fail the others: write each on its own.
-            logger.warning("group commit of %d batches failed; writing them one by one", len(items))
-            for item in items:
+            # One task's bad write must not fail the others: write each on its own, in order.
+            logger.warning("group commit of %d batches failed; writing them one by one", len(live))
+            for item in live:
                 await self._commit([item])
             return
         self.commits += 1
-        for (_, fut), ok in zip(items, applied, strict=True):
+        for (_, fut), ok in zip(live, applied, strict=True):
             if not fut.done():
                 fut.set_result(ok)
 
-    async def drain(self) -> None:
-        """Wait until everything queued so far is written."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-
-
-def _fail(items: Sequence[tuple[StepBatch, asyncio.Future[bool]]], exc: BaseException) -> None:
-    logger.error("step journal write failed: %s", exc)
-    for _, fut in items:
+    def _refuse(self, batch: StepBatch, fut: asyncio.Future[bool], exc: BaseException) -> None:
+        if batch.task_id not in self._failed:
+            logger.error("could not record the steps of task %s: %s", batch.task_id, exc)
+            if len(self._failed) >= 10_000:  # runs that never came back: forget the oldest
+                self._failed.pop(next(iter(self._failed)))
+            self._failed[batch.task_id] = exc
         if not fut.done():
-            fut.set_exception(exc)
+            fut.set_exception(JournalWriteError(str(exc)))
+
+    async def drain(self) -> None:
+        """Wait until everything this loop queued so far is written."""
+        lane = self._lanes.get(asyncio.get_running_loop())
+        while lane is not None and lane.flusher is not None and not lane.flusher.done():
+            await asyncio.shield(lane.flusher)

@@ -50,8 +50,9 @@ class Runtime:
     planner: PlanTask | None = None
     journal: StepJournal | None = None
     claimed: dict[str, tuple[Task, list[StepRun]]] = field(default_factory=dict)
-    """Tasks this process created already running on itself (``submit`` with ``run_here``):
-    their first run needs no claim. A recovery or a later run claims as usual."""
+    """Tasks this process has just claimed for itself (created, or approved, running on its
+    executor, to run here at once), with their step runs: that run needs no claim. A recovery or
+    a run elsewhere claims as usual."""
 
     def dag(
         self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
@@ -99,6 +100,8 @@ async def run_task_workflow(task_id: str) -> str:
 async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     store = rt.store
     claimed = rt.claimed.pop(task_id, None)
+    if claimed is not None and await asyncio.to_thread(store.cancelled_among, [task_id]):
+        return TaskStatus.CANCELLED  # cancelled between its claim and this start
     if claimed is None:
         claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
     if claimed is None:

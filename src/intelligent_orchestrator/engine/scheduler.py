@@ -118,6 +118,7 @@ class DagRun:
         commit as the last steps (None: leave the task row alone)."""
         if self.journal is None:
             self.journal = StepJournal(self.store)
+        self.journal.begin(self.task_id)
         order = execution_order(self.plan)
         steps = {s.id: s for s in self.plan.steps}
         self._tools = {s.id: s.tool for s in self.plan.steps}
@@ -211,6 +212,7 @@ class DagRun:
             for f in self._unflushed:  # an aborted run: its failed writes are not news
                 f.add_done_callback(_retrieve)
         status = self._final_status(order)
+        self._raise_failed_writes()  # a task whose steps are not all recorded must not end
         self._write(updates, artifacts, cost, task=finish(status) if finish is not None else None)
         await self._durable()
         return status

@@ -9,6 +9,7 @@ from .repository import (
     StepUpdate,
     Store,
     TaskUpdate,
+    commit_outcome_unknown,
     utcnow,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "StepUpdate",
     "Store",
     "TaskUpdate",
+    "commit_outcome_unknown",
     "create_engine",
     "current_revision",
     "dbos_sqlite_engine",

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain.models import (
@@ -401,7 +401,7 @@ class Store:
     def write_batch(self, batches: Sequence[StepBatch]) -> list[bool]:
         """Write several tasks' batches in one transaction (the engine's group commit).
 
-        Step rows go in one statement, in batch order (a later update of a step wins). Per
+        Step rows go in one upsert, in batch order (a later update of a step wins). Per
         batch, whether its task update applied (False when the task was no longer running,
         e.g. cancelled, or when the batch had none).
         """
@@ -1352,6 +1352,12 @@ _PG_ARRAY_TYPES = {
 
 def _pg_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def commit_outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed transaction may have been committed all the same (its connection was
+    lost on the way, e.g. during COMMIT): writing it again could apply it twice."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _effects_done(conn: sa.Connection, effects: Sequence[tuple[str, Any]]) -> None:
