@@ -13,6 +13,7 @@ from intelligent_orchestrator.engine.journal import JournalWriteError, StepJourn
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
 from intelligent_orchestrator.tools.spec import ToolContext, tool
+from tests.support.tools import runs
 
 
 def plan(*steps: dict[str, Any]) -> ExecutionPlan:
@@ -184,3 +185,19 @@ async def test_a_task_whose_steps_cannot_be_recorded_fails_with_the_reason(
     assert result.task.status is TaskStatus.FAILED
     assert "could not record the task's steps: database went away" in (result.task.error or "")
     await asyncio.sleep(0)
+
+
+async def test_a_task_cancelled_between_its_claim_and_its_start_does_not_run(
+    orch: Orchestrator,
+) -> None:
+    host = orch.host
+    assert host is not None
+    p = plan({"id": "a", "tool": "noop", "inputs": {"value": 1}})
+    task = orch.store.create_task(p, executor_id=host.executor_id)  # claimed by this process
+    orch.store.update_task(task.task_id, status=TaskStatus.CANCELLED)  # cancelled meanwhile
+    await host.start_task(task.task_id, claimed=(task, []))
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+    assert orch.store.get_task(task.task_id).status is TaskStatus.CANCELLED
+    assert orch.store.step_runs(task.task_id) == []
+    assert runs(orch.settings.workspace, task.task_id) == []

@@ -423,7 +423,7 @@ async def test_two_edits_of_the_same_revision_conflict_instead_of_crashing(
     assert [v.text for v in kept] == ["# Mine"]
     # an approval carrying a conflicting edit is refused whole: nothing approved, nothing stored
     with pytest.raises(ConflictError, match="another edit of blog"):
-        h.orch.store.approve_and_requeue(
+        h.orch.store.approve_and_claim(
             task_id,
             comment="ok",
             decided_by="bo",
@@ -434,6 +434,6 @@ async def test_two_edits_of_the_same_revision_conflict_instead_of_crashing(
     assert (await h.orch.get_task(task_id)).status is TaskStatus.AWAITING_APPROVAL
     assert len(h.orch.store.variants(task_id, all_revisions=True)) == len(kept) + 2
     with pytest.raises(ConflictError, match="changed since it was read"):
-        h.orch.store.approve_and_requeue(
+        h.orch.store.approve_and_claim(
             task_id, comment=None, decided_by="bo", revisions=[edit], round_=1
         )

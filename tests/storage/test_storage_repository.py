@@ -392,6 +392,45 @@ def test_create_task_running_on_an_executor(store: Store) -> None:
     assert store.get_task("queued").started_at is None
 
 
+def test_approve_and_claim_requeues_or_claims_in_one_transaction(store: Store) -> None:
+    def parked(task_id: str, *steps: str) -> None:
+        store.create_task(PLAN, task_id=task_id)
+        store.update_task(task_id, status=TaskStatus.AWAITING_APPROVAL)
+        store.write_steps(
+            task_id,
+            [StepUpdate(step_id="load", tool="query_data", status=StepStatus.SUCCEEDED)],
+        )
+        for step in steps:
+            store.request_approval(task_id, step, expires_in=timedelta(hours=1))
+
+    parked("q", "draw")  # nobody resumes it here: queued for any worker
+    assert store.approve_and_claim("q", comment=None, decided_by="ann") == (1, None)
+    assert store.get_task("q").status is TaskStatus.QUEUED
+
+    parked("c", "draw")  # resumed by this executor at once: running on it, step runs loaded
+    generation, claimed = store.approve_and_claim(
+        "c", comment="fine", decided_by="ann", executor_id="ex-9"
+    )
+    assert generation == 1
+    assert claimed is not None
+    task, runs = claimed
+    assert task.status is TaskStatus.RUNNING
+    assert task.started_at is not None
+    assert store.task_generation("c") == 1
+    assert [(r.step_id, r.status) for r in runs] == [("load", StepStatus.SUCCEEDED)]
+    assert store.get_task("c").status is TaskStatus.RUNNING
+    with store.engine.connect() as conn:
+        holder = conn.execute(sa.text("SELECT executor_id FROM tasks WHERE task_id = 'c'"))
+        assert holder.scalar_one() == "ex-9"
+    assert [a.status for a in store.approvals("c")] == [ApprovalStatus.APPROVED]
+
+    parked("two", "draw", "load")  # another gate still waits: nothing claimed
+    assert store.approve_and_claim(
+        "two", comment=None, decided_by="ann", step_id="draw", executor_id="ex-9"
+    ) == (None, None)
+    assert store.get_task("two").status is TaskStatus.AWAITING_APPROVAL
+
+
 def test_sqlite_writers_of_one_process_take_turns(
     store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,7 +47,6 @@ class StepJournal:
             weakref.WeakKeyDictionary()
         )
         self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
-        self.commits = 0  # transactions written (for the bench and tests)
 
     def begin(self, task_id: str) -> None:
         """A new run of ``task_id`` starts from what is durable: forget an earlier failure."""
@@ -102,7 +101,6 @@ class StepJournal:
             for item in live:
                 await self._commit([item])
             return
-        self.commits += 1
         for (_, fut), ok in zip(live, applied, strict=True):
             if not fut.done():
                 fut.set_result(ok)

@@ -420,18 +420,7 @@ class Store:
                 now = utcnow()
                 conn.execute(
                     sa.insert(ArtifactRow),
-                    [
-                        {
-                            "task_id": task_id,
-                            "step_id": a.step_id,
-                            "path": a.path,
-                            "media_type": a.media_type,
-                            "size": a.size,
-                            "sha256": a.sha256,
-                            "created_at": now,
-                        }
-                        for task_id, a in artifacts
-                    ],
+                    [_artifact_values(task_id, a, now) for task_id, a in artifacts],
                 )
             for b in batches:
                 if b.add_cost:
@@ -557,31 +546,6 @@ class Store:
             settle=True,
         )
 
-    def approve_and_requeue(
-        self,
-        task_id: str,
-        *,
-        comment: str | None,
-        decided_by: str | None,
-        step_id: str | None = None,
-        revisions: Sequence[ChannelVariant] = (),
-        round_: int | None = None,
-    ) -> int | None:
-        """Approve, and once no gate is left pending queue the task again — in one transaction.
-
-        ``revisions``: a person's edits of round ``round_``'s variants, stored in the same
-        transaction (an approval never goes without its edits, nor edits without it).
-        Returns the new run generation, or None while other gates still wait.
-        """
-        return self.approve_and_claim(
-            task_id,
-            comment=comment,
-            decided_by=decided_by,
-            step_id=step_id,
-            revisions=revisions,
-            round_=round_,
-        )[0]
-
     def approve_and_claim(
         self,
         task_id: str,
@@ -593,9 +557,15 @@ class Store:
         round_: int | None = None,
         executor_id: str | None = None,
     ) -> tuple[int | None, tuple[Task, list[StepRun]] | None]:
-        """:meth:`approve_and_requeue`; with ``executor_id``, a task that may go on is claimed
-        by that executor in the same transaction (running, with its step runs loaded), for a
-        process that resumes it at once."""
+        """Approve, and once no gate is left pending queue the task again — in one transaction.
+
+        ``revisions``: a person's edits of round ``round_``'s variants, stored in the same
+        transaction (an approval never goes without its edits, nor edits without it). With
+        ``executor_id``, a task that may go on is claimed by that executor in the same
+        transaction instead (running, with its step runs loaded), for a process that resumes
+        it at once. Returns the new run generation (None while other gates still wait) and the
+        claimed task.
+        """
         _, generation, claimed = self._decide(
             task_id,
             approved=True,
@@ -1516,13 +1486,17 @@ def _variant_row(task_id: str, round_: int | None, v: ChannelVariant, now: datet
     )
 
 
+def _artifact_values(task_id: str, a: ArtifactRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "step_id": a.step_id,
+        "path": a.path,
+        "media_type": a.media_type,
+        "size": a.size,
+        "sha256": a.sha256,
+        "created_at": now,
+    }
+
+
 def _artifact_row(task_id: str, a: ArtifactRecord, now: datetime) -> ArtifactRow:
-    return ArtifactRow(
-        task_id=task_id,
-        step_id=a.step_id,
-        path=a.path,
-        media_type=a.media_type,
-        size=a.size,
-        sha256=a.sha256,
-        created_at=now,
-    )
+    return ArtifactRow(**_artifact_values(task_id, a, now))
