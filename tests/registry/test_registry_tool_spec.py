@@ -324,3 +324,73 @@ def test_approval_predicate_decides_per_call() -> None:
     assert seen == [{"to": "drafts/a"}, {"to": "customers"}]
     # the predicate wins over the specification
     assert guarded.spec.needs_approval is True
+
+
+_SCHEMAS: list[dict[str, Any]] = [
+    {  # what @tool derives: $defs, $ref with annotation siblings, defaults
+        "type": "object",
+        "$defs": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+        "properties": {
+            "item": {"$ref": "#/$defs/Item", "description": "one item"},
+            "tags": {"type": "array", "items": {"type": "string"}, "default": []},
+            "ratio": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        },
+        "required": ["item"],
+        "additionalProperties": False,
+    },
+    {  # 2020-12 only: prefixItems (draft 7 would ignore it and pass anything)
+        "type": "object",
+        "properties": {
+            "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]}
+        },
+    },
+    {  # a $ref with a validating sibling: 2020-12 applies both, draft 7 only the $ref
+        "type": "object",
+        "$defs": {"S": {"type": "string"}},
+        "properties": {"code": {"$ref": "#/$defs/S", "maxLength": 3}},
+    },
+]
+_VALUES: list[Any] = [
+    {"item": {"n": 1}},
+    {"item": {"n": 1}, "tags": ["a"], "ratio": 0.5},
+    {"item": {"n": "one"}},
+    {"item": {"n": 1}, "ratio": 1},
+    {"tags": ["a"]},
+    {"item": {}, "extra": True},
+    {"pair": [1, "x"]},
+    {"pair": ["x", 1]},
+    {"code": "abc"},
+    {"code": "abcd"},
+    {"code": 5},
+    "not an object",
+]
+
+
+@pytest.mark.parametrize("schema", _SCHEMAS)
+def test_schema_errors_agree_with_jsonschema(schema: dict[str, Any]) -> None:
+    """The compiled fast check never calls a value valid that jsonschema (2020-12) refuses,
+    the messages are jsonschema's, and checking fills no defaults into the value."""
+    import copy
+
+    import jsonschema
+
+    from intelligent_orchestrator.tools.spec import schema_errors
+
+    reference = jsonschema.Draft202012Validator(schema)
+    for value in _VALUES:
+        before = copy.deepcopy(value)
+        got = [e.message for e in schema_errors(schema, value)]
+        assert got == [e.message for e in reference.iter_errors(value)], value
+        assert value == before
+
+
+def test_the_fast_check_is_used_only_where_draft7_means_the_same() -> None:
+    from intelligent_orchestrator.tools.spec import _fast_check  # pyright: ignore[reportPrivateUsage]
+
+    assert _fast_check(_SCHEMAS[0]) is not None
+    assert _fast_check(_SCHEMAS[1]) is None
+    assert _fast_check(_SCHEMAS[2]) is None
+    assert (
+        _fast_check({"type": "object", "properties": {"x": {"$ref": "https://example.com/s.json"}}})
+        is None
+    )

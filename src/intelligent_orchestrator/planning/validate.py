@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ..domain.models import ExecutionPlan, WorkflowStep
 from ..domain.refs import REF_PATTERN, Reference, find_references
 from ..errors import ToolNotFoundError, WorkflowValidationError
 from ..tools.registry import ToolRegistry
-from ..tools.spec import schema_validator
+from ..tools.spec import schema_errors
 
 _WHOLE_REF_MARK = "\x00ref\x00"
 
@@ -40,7 +39,8 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
                 problems.append(f"step {step.id!r} depends on itself")
             elif dep not in known:
                 problems.append(f"step {step.id!r} depends on unknown step {dep!r}")
-        for ref in find_references(step.inputs):
+        refs = list(find_references(step.inputs))
+        for ref in refs:
             if ref.step == step.id:
                 problems.append(f"step {step.id!r}: {ref} refers to the step's own output")
             elif ref.step not in known:
@@ -51,8 +51,8 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
             hint = ", ".join(sorted(s.tool_id for s in registry.specs()))
             problems.append(f"step {step.id!r}: unknown tool {step.tool!r} (registered: {hint})")
             continue
-        problems.extend(_check_inputs(step, tool.spec.input_schema))
-        for ref in find_references(step.inputs):
+        problems.extend(_check_inputs(step, tool.spec.input_schema, has_refs=bool(refs)))
+        for ref in refs:
             if ref.step in known and ref.step != step.id:
                 problems.extend(_check_ref_path(step, ref, plan, registry))
 
@@ -84,10 +84,10 @@ def execution_order(plan: ExecutionPlan) -> list[str]:
     return order
 
 
-def _check_inputs(step: WorkflowStep, schema: dict[str, Any]) -> list[str]:
+def _check_inputs(step: WorkflowStep, schema: dict[str, Any], *, has_refs: bool) -> list[str]:
     ref_keys: set[str] = set()
-    probe = copy.deepcopy(step.inputs)
-    for key, value in step.inputs.items():
+    probe = dict(step.inputs)  # only top-level values are replaced
+    for key, value in step.inputs.items() if has_refs else ():
         if isinstance(value, str) and REF_PATTERN.fullmatch(value.strip()):
             ref_keys.add(key)
             probe[key] = _WHOLE_REF_MARK
@@ -95,7 +95,7 @@ def _check_inputs(step: WorkflowStep, schema: dict[str, Any]) -> list[str]:
             # A reference nested in a list/dict/longer string: its type is only known at run time.
             ref_keys.add(key)
     problems: list[str] = []
-    for err in schema_validator(schema).iter_errors(probe):
+    for err in schema_errors(schema, probe):
         path = [str(p) for p in err.absolute_path]
         if path and path[0] in ref_keys:
             continue
