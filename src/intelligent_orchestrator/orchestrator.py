@@ -33,7 +33,7 @@ from .domain.models import (
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
 from .engine.pipeline import review_gate, write_record
-from .engine.runtime import EnterPhase
+from .engine.runtime import Claim, EnterPhase
 from .errors import ClarificationNeeded, ConflictError, InvalidEditError, PlanningError
 from .formatting import apply_edit, variant_problems
 from .llm import CallScope, ModelGateway
@@ -46,6 +46,7 @@ from .storage import (
     create_engine,
     current_revision,
     head_revision,
+    new_task_values,
     upgrade,
     utcnow,
 )
@@ -253,6 +254,15 @@ class Orchestrator:
         when this process is an executor that does not listen to the shared queue)."""
         validate_plan(plan, self.registry)
         host = await self._local_host(run_here)
+        if host is not None and task_id is None:
+            values = new_task_values(
+                plan,
+                request=request,
+                user_id=user_id,
+                auto_approve=auto_approve,
+                executor_id=host.executor_id,
+            )
+            return await host.submit_new(values, plan)
         task = await asyncio.to_thread(
             self.store.create_task,
             plan,
@@ -263,7 +273,7 @@ class Orchestrator:
             executor_id=host.executor_id if host is not None else None,
         )
         if host is not None:
-            await host.start_task(task.task_id, claimed=(task, []))
+            await host.start_task(task.task_id, claim=Claim(task=task))
         else:
             await self._dispatch(task.task_id, 0, run_here=False)
         return task
@@ -549,7 +559,9 @@ class Orchestrator:
             return await self.get_task(task_id)
         if host is not None:
             assert claimed is not None
-            await host.start_task(task_id, generation, claimed=claimed)
+            await host.start_task(
+                task_id, generation, claim=Claim(task=claimed[0], runs=claimed[1])
+            )
             return claimed[0]
         await self._dispatch(task_id, generation, run_here=False)
         return await self.get_task(task_id)

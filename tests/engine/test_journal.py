@@ -10,6 +10,7 @@ import pytest
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
 from intelligent_orchestrator.engine.journal import JournalWriteError, StepJournal
+from intelligent_orchestrator.engine.runtime import Claim
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
 from intelligent_orchestrator.tools.spec import ToolContext, tool
@@ -195,9 +196,95 @@ async def test_a_task_cancelled_between_its_claim_and_its_start_does_not_run(
     p = plan({"id": "a", "tool": "noop", "inputs": {"value": 1}})
     task = orch.store.create_task(p, executor_id=host.executor_id)  # claimed by this process
     orch.store.update_task(task.task_id, status=TaskStatus.CANCELLED)  # cancelled meanwhile
-    await host.start_task(task.task_id, claimed=(task, []))
+    await host.start_task(task.task_id, claim=Claim(task=task))
     for _ in range(50):
         await asyncio.sleep(0.02)
     assert orch.store.get_task(task.task_id).status is TaskStatus.CANCELLED
     assert orch.store.step_runs(task.task_id) == []
     assert runs(orch.settings.workspace, task.task_id) == []
+
+
+async def test_a_submitted_task_is_stored_in_the_commit_of_its_first_steps(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = recording(orch.store, monkeypatch)
+    task = await orch.submit(
+        plan(
+            {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.2}},
+            {"id": "b", "tool": "sleep", "inputs": {"seconds": 0.2}},
+        )
+    )
+    # submit returns once the row is durable: it is readable at once, running here
+    stored = orch.store.get_task(task.task_id)
+    assert stored.status is TaskStatus.RUNNING
+    assert stored.plan == task.plan
+    mine = [b for commit in commits for b in commit if b.task_id == task.task_id]
+    assert mine[0].create is not None
+    assert mine[0].create["task_id"] == task.task_id
+    assert {(u.step_id, u.status) for u in mine[0].updates} == {
+        ("a", StepStatus.RUNNING),
+        ("b", StepStatus.RUNNING),
+    }
+    assert all(b.create is None for b in mine[1:])
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+
+
+async def test_a_submit_whose_task_cannot_be_stored_fails_and_stores_nothing(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = orch.store.write_batch
+
+    def failing(batches: Any) -> list[bool]:
+        if any(b.create is not None for b in batches):
+            raise RuntimeError("disk full")
+        return write(batches)
+
+    monkeypatch.setattr(orch.store, "write_batch", failing)
+    before, _ = orch.store.list_tasks(limit=100)
+    with pytest.raises(JournalWriteError, match="disk full"):
+        await orch.submit(plan({"id": "a", "tool": "sleep", "inputs": {"seconds": 0.05}}))
+    await asyncio.sleep(0.2)  # the run notices and stops
+    after, _ = orch.store.list_tasks(limit=100)
+    assert [t.task_id for t in after] == [t.task_id for t in before]
+
+
+async def test_a_recovered_run_of_a_task_that_was_never_stored_ends_quietly(
+    orch: Orchestrator,
+) -> None:
+    """The process died between starting the task's workflow and the task's first commit:
+    the submit never returned; recovery finds no task and ends the run."""
+    from intelligent_orchestrator.engine.runtime import current_runtime, execute_task
+
+    assert await execute_task(current_runtime(), "never-stored") is TaskStatus.CANCELLED
+
+
+async def test_the_journal_lingers_while_the_loop_is_busy_and_not_when_idle(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = recording(orch.store, monkeypatch)
+    for t in ("busy", "idle"):
+        orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
+    journal = StepJournal(orch.store)
+
+    def batch(task_id: str, step: str) -> StepBatch:
+        return StepBatch(
+            task_id=task_id,
+            updates=[StepUpdate(step_id=step, tool="noop", status=StepStatus.SUCCEEDED)],
+        )
+
+    # A loop with work ready (here: a coroutine handing over a write every turn, for longer
+    # than the few turns an idle loop lingers): the writes join one commit.
+    written = [journal.write(batch("busy", "s0"))]
+    for i in range(1, 12):
+        await asyncio.sleep(0)
+        written.append(journal.write(batch("busy", f"s{i}")))
+    await asyncio.gather(*written)
+    assert len(commits) == 1
+    assert len(commits[0]) == 12
+    # An idle loop commits at once: a write a moment later is the next commit.
+    first = journal.write(batch("idle", "a"))
+    await asyncio.sleep(0.05)
+    assert first.done()
+    await journal.write(batch("idle", "b"))
+    assert [len(c) for c in commits[1:]] == [1, 1]

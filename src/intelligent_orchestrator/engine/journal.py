@@ -25,7 +25,15 @@ from ..storage import StepBatch, Store, commit_outcome_unknown
 
 logger = logging.getLogger(__name__)
 
-_LINGER_TURNS = 4
+_LINGER_MIN = 4
+_LINGER_MAX = 64
+
+
+def _busy(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks are ready to run on ``loop`` besides the caller (CPython's
+    loops keep them in ``_ready``; a loop without it counts as idle)."""
+    ready = getattr(loop, "_ready", None)
+    return bool(ready)
 
 Item = tuple[StepBatch, "asyncio.Future[bool]"]
 
@@ -66,12 +74,16 @@ class StepJournal:
         return fut
 
     async def _flush(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            # Linger a few turns of the event loop (microseconds): the steps just launched take
-            # their first stride before the commit's thread competes for the GIL, and what they
-            # and other tasks hand over meanwhile (a step that ends at once, a task's end) joins
-            # this commit instead of waiting for the next one.
-            for _ in range(_LINGER_TURNS):
+            # Linger while the event loop has other work ready (at least a few turns, at most
+            # _LINGER_MAX): the steps just launched take their first stride before the
+            # commit's thread competes for the GIL, and what they and other tasks hand over
+            # meanwhile (a step that ends at once, a task's end) joins this commit instead of
+            # waiting for the next one. An idle loop commits at once.
+            for turn in range(_LINGER_MAX):
+                if turn >= _LINGER_MIN and not _busy(loop):
+                    break
                 await asyncio.sleep(0)
             if not lane.pending:
                 return

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,9 +15,10 @@ from typing import Any
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from ..domain.models import ExecutionPlan, PipelinePhase, StepRun, Task, TaskStatus
+from ..errors import NotFoundError
 from ..llm import ModelGateway
 from ..settings import Settings
-from ..storage import Store, TaskUpdate, dbos_sqlite_engine
+from ..storage import StepBatch, Store, TaskUpdate, dbos_sqlite_engine, new_task
 from ..tools.registry import ToolRegistry
 from .journal import StepJournal
 from .pipeline import Pipeline, plan_task
@@ -39,6 +40,19 @@ PlanTask = Callable[[Task, EnterPhase], Awaitable[ExecutionPlan]]
 
 
 @dataclass(slots=True, kw_only=True)
+class Claim:
+    """A task this process has just taken for itself, to run here at once (no claim needed)."""
+
+    task: Task
+    runs: list[StepRun] = field(default_factory=list)
+    create: Mapping[str, Any] | None = None
+    """The new task's row, not yet stored: the run stores it with its first steps (one
+    commit), so the task's steps start while the row is being written."""
+    stored: asyncio.Future[None] | None = None
+    """Resolves once ``create`` is durable (or fails with why it could not be stored)."""
+
+
+@dataclass(slots=True, kw_only=True)
 class Runtime:
     settings: Settings
     store: Store
@@ -49,10 +63,10 @@ class Runtime:
     gateway: ModelGateway | None = None
     planner: PlanTask | None = None
     journal: StepJournal | None = None
-    claimed: dict[str, tuple[Task, list[StepRun]]] = field(default_factory=dict)
-    """Tasks this process has just claimed for itself (created, or approved, running on its
-    executor, to run here at once), with their step runs: that run needs no claim. A recovery or
-    a run elsewhere claims as usual."""
+    claimed: dict[str, Claim] = field(default_factory=dict)
+    """Tasks this process has just taken for itself (created, or approved, running on its
+    executor, to run here at once): that run needs no claim. A recovery or a run elsewhere
+    claims as usual."""
 
     def dag(
         self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
@@ -98,15 +112,42 @@ async def run_task_workflow(task_id: str) -> str:
 
 
 async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
+    claim = rt.claimed.pop(task_id, None)
+    if claim is None or claim.stored is None:
+        return await _execute(rt, task_id, claim)
+    try:
+        return await _execute(rt, task_id, claim)
+    finally:
+        if not claim.stored.done():  # an early end must not leave the submitter waiting
+            claim.stored.set_exception(RuntimeError("the task's run ended before it was stored"))
+
+
+async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus:
     store = rt.store
-    claimed = rt.claimed.pop(task_id, None)
-    if claimed is not None and await asyncio.to_thread(store.cancelled_among, [task_id]):
+    # (A task created here a moment ago is known to no one yet but its submitter.)
+    if (
+        claim is not None
+        and claim.create is None
+        and await asyncio.to_thread(store.cancelled_among, [task_id])
+    ):
         return TaskStatus.CANCELLED  # cancelled between its claim and this start
-    if claimed is None:
-        claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
-    if claimed is None:
-        return (await asyncio.to_thread(store.get_task, task_id)).status
-    task, previous = claimed
+    if claim is None:
+        try:
+            claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
+        except NotFoundError:
+            # A run recovered after a crash between its start and the task's first commit:
+            # the submit never returned, the task does not exist.
+            logger.warning("task %s was never stored; nothing to run", task_id)
+            return TaskStatus.CANCELLED
+        if claimed is None:
+            return (await asyncio.to_thread(store.get_task, task_id)).status
+        claim = Claim(task=claimed[0], runs=claimed[1])
+    task, previous = claim.task, claim.runs
+    plan = task.plan
+    plain = not plan.pending and not plan.requires_approval
+    plain = plain and not (plan.uses_pipeline and rt.settings.quality.enabled)
+    if claim.create is not None and not plain:
+        await _store_new(rt, claim)
     if task.plan.pending:
         planned = await plan_task(rt, task)
         if isinstance(planned, TaskStatus):
@@ -141,7 +182,13 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
             return TaskStatus.REJECTED
     if plan.uses_pipeline and rt.settings.quality.enabled:
         return await Pipeline(rt, task).run(previous)
-    dag = rt.dag(task_id, plan, auto_approve=task.auto_approve)
+    dag = rt.dag(
+        task_id,
+        plan,
+        auto_approve=task.auto_approve,
+        create=claim.create,
+        stored=claim.stored,
+    )
 
     def finish(status: TaskStatus) -> TaskUpdate | None:
         if status is TaskStatus.CANCELLED:
@@ -172,6 +219,22 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
             error=f"internal error: {type(exc).__name__}: {exc}",
         )
         return TaskStatus.FAILED
+
+
+async def _store_new(rt: Runtime, claim: Claim) -> None:
+    """Store a new task's row on its own (a run that does more than its DAG needs it first)."""
+    assert claim.create is not None
+    assert rt.journal is not None
+    written = rt.journal.write(StepBatch(task_id=claim.task.task_id, create=claim.create))
+    claim.create = None
+    try:
+        await written
+    except BaseException as exc:
+        if claim.stored is not None and not claim.stored.done():
+            claim.stored.set_exception(exc)
+        raise
+    if claim.stored is not None and not claim.stored.done():
+        claim.stored.set_result(None)
 
 
 def _now() -> Any:
@@ -320,23 +383,30 @@ class EngineHost:
                 logger.exception("lease round failed")
 
     async def start_task(
-        self,
-        task_id: str,
-        generation: int = 0,
-        *,
-        claimed: tuple[Task, list[StepRun]] | None = None,
+        self, task_id: str, generation: int = 0, *, claim: Claim | None = None
     ) -> None:
-        """Run the task in this process (not through the queue). ``claimed``: the task and its
-        step runs, as this executor just took it (created or approved running on it)."""
+        """Run the task in this process (not through the queue). ``claim``: the task as this
+        executor just took it (created, or approved, running on it). A claim that carries a
+        new task's row returns once that row is stored."""
         rt = current_runtime()
-        if claimed is not None:
-            rt.claimed[task_id] = claimed
+        if claim is not None:
+            rt.claimed[task_id] = claim
         try:
             with SetWorkflowID(workflow_id(task_id, generation)):
                 await DBOS.start_workflow_async(run_task_workflow, task_id)
         except BaseException:
             rt.claimed.pop(task_id, None)
             raise
+        if claim is not None and claim.stored is not None:
+            await claim.stored
+
+    async def submit_new(self, values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
+        """Create a task running here and start it: the row is stored in the same commit as
+        its first steps, which start meanwhile. Returns once the row is durable."""
+        task = new_task(values, plan)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.start_task(task.task_id, claim=Claim(task=task, create=values, stored=stored))
+        return task
 
     async def enqueue_task(self, task_id: str, generation: int = 0) -> None:
         queue = await DBOS.retrieve_queue_async(TASK_QUEUE)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..domain.models import (
@@ -101,6 +102,10 @@ class DagRun:
     cancelled: bool = False
     stopped: str | None = None  # why the task stopped early (budget)
     budget: TaskBudget | None = None
+    create: Mapping[str, Any] | None = None
+    """A new task's row, not yet stored: written with the run's first transitions."""
+    stored: asyncio.Future[None] | None = None
+    """Told once ``create`` is durable (or why it could not be written)."""
     _running: dict[asyncio.Task[Outcome], str] = field(default_factory=dict)
     _tools: dict[str, str] = field(default_factory=dict)  # step id -> tool id
     _pending: list[str] | None = None
@@ -314,7 +319,8 @@ class DagRun:
     ) -> None:
         """Hand transitions to the journal (in order; durable at its next commit)."""
         effects, self._effects = self._effects, []
-        if not updates and not artifacts and not cost and not effects and task is None:
+        create, self.create = self.create, None
+        if not (updates or artifacts or cost or effects or task or create):
             return
         assert self.journal is not None
         batch = StepBatch(
@@ -324,8 +330,12 @@ class DagRun:
             add_cost=cost,
             effects_done=effects,
             task=task,
+            create=create,
         )
-        self._unflushed.append(self.journal.write(batch))
+        written = self.journal.write(batch)
+        if create is not None and self.stored is not None:
+            written.add_done_callback(partial(_relay, to=self.stored))
+        self._unflushed.append(written)
 
     async def _durable(self) -> None:
         """Wait until every transition handed over so far is durable."""
@@ -579,6 +589,17 @@ class DagRun:
             return effect.receipt
         # "done" is written with the step's outcome, in the journal's next commit
         return await tool.invoke(args, ctx)
+
+
+def _relay(f: asyncio.Future[bool], *, to: asyncio.Future[None]) -> None:
+    if to.done():
+        return
+    if f.cancelled():
+        to.cancel()
+    elif (exc := f.exception()) is not None:
+        to.set_exception(exc)
+    else:
+        to.set_result(None)
 
 
 def _retrieve(f: asyncio.Future[bool]) -> None:

@@ -10,6 +10,8 @@ from .repository import (
     Store,
     TaskUpdate,
     commit_outcome_unknown,
+    new_task,
+    new_task_values,
     utcnow,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "current_revision",
     "dbos_sqlite_engine",
     "head_revision",
+    "new_task",
+    "new_task_values",
     "upgrade",
     "utcnow",
 ]

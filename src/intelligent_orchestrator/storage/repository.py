@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, overload
@@ -100,8 +100,8 @@ class TaskUpdate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepBatch:
-    """One task's writes for a group commit: step transitions, artifacts, added cost and
-    (last of all) the task's final status."""
+    """One task's writes for a group commit: the new task's row (first of all), step
+    transitions, artifacts, added cost and (last of all) the task's final status."""
 
     task_id: str
     updates: Sequence[StepUpdate] = ()
@@ -110,6 +110,57 @@ class StepBatch:
     effects_done: Sequence[tuple[str, Any]] = ()
     """Side effects (idempotency key, receipt) that happened: written with the steps."""
     task: TaskUpdate | None = None
+    create: Mapping[str, Any] | None = None
+    """A new task's row (:func:`new_task_values`), inserted before anything else is written."""
+
+
+def new_task_values(
+    plan: ExecutionPlan,
+    *,
+    task_id: str | None = None,
+    request: str | None = None,
+    user_id: str | None = None,
+    auto_approve: bool = False,
+    phase: PipelinePhase | None = None,
+    executor_id: str | None = None,
+) -> dict[str, Any]:
+    """The row of a new task (queued; with ``executor_id``, running on that executor)."""
+    now = utcnow()
+    return {
+        "task_id": task_id or uuid.uuid4().hex,
+        "name": plan.name,
+        "status": (TaskStatus.RUNNING if executor_id else TaskStatus.QUEUED).value,
+        "executor_id": executor_id,
+        "started_at": now if executor_id else None,
+        "request": request,
+        "user_id": user_id,
+        "plan": plan.model_dump(mode="json"),
+        "auto_approve": auto_approve,
+        "phase": phase.value if phase is not None else None,
+        "created_at": now,
+        "updated_at": now,
+        "total_cost": 0.0,
+        "run_generation": 0,
+        "round": 0,
+        "needs_human": False,
+    }
+
+
+def new_task(values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
+    """The Task of a row made by :func:`new_task_values` for ``plan`` (not yet stored)."""
+    return Task(
+        task_id=values["task_id"],
+        status=TaskStatus(values["status"]),
+        name=values["name"],
+        request=values["request"],
+        user_id=values["user_id"],
+        plan=plan,
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        started_at=values["started_at"],
+        auto_approve=values["auto_approve"],
+        phase=PipelinePhase(values["phase"]) if values["phase"] else None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,25 +221,15 @@ class Store:
     ) -> Task:
         """Store a new task, queued; with ``executor_id``, already running on that executor
         (the process that creates it runs it at once, so it needs no claim)."""
-        now = utcnow()
-        values: dict[str, Any] = {
-            "task_id": task_id or uuid.uuid4().hex,
-            "name": plan.name,
-            "status": (TaskStatus.RUNNING if executor_id else TaskStatus.QUEUED).value,
-            "executor_id": executor_id,
-            "started_at": now if executor_id else None,
-            "request": request,
-            "user_id": user_id,
-            "plan": plan.model_dump(mode="json"),
-            "auto_approve": auto_approve,
-            "phase": phase.value if phase is not None else None,
-            "created_at": now,
-            "updated_at": now,
-            "total_cost": 0.0,
-            "run_generation": 0,
-            "round": 0,
-            "needs_human": False,
-        }
+        values = new_task_values(
+            plan,
+            task_id=task_id,
+            request=request,
+            user_id=user_id,
+            auto_approve=auto_approve,
+            phase=phase,
+            executor_id=executor_id,
+        )
         with self.engine.begin() as conn:  # Core: a task is created per run (the hot path)
             conn.execute(self._insert_task, values)
         return _task(TaskRow(**values))
@@ -408,10 +449,15 @@ class Store:
         rows = [_step_values(b.task_id, u) for b in batches for u in b.updates]
         artifacts = [(b.task_id, a) for b in batches for a in b.artifacts]
         effects = [e for b in batches for e in b.effects_done]
-        if not (rows or artifacts or effects or any(b.add_cost or b.task for b in batches)):
+        creates = [b.create for b in batches if b.create is not None]
+        if not (
+            rows or artifacts or effects or creates or any(b.add_cost or b.task for b in batches)
+        ):
             return [False] * len(batches)
         applied: list[bool] = []
         with self.engine.begin() as conn:
+            if creates:
+                conn.execute(self._insert_task, creates)
             if effects:
                 _effects_done(conn, effects)
             if rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import mimetypes
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,8 @@ class Tool:
 
 _ANY = TypeAdapter(Any)
 _VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator, Any]] = {}
+_COMPILED: dict[str, Any] = {}  # schema's JSON -> its compiled check (None: jsonschema only)
+_MISSING = object()
 
 # Keywords whose meaning differs between draft 2020-12 (our schemas) and draft 7 (what
 # fastjsonschema implements): a schema using one is checked by jsonschema alone.
@@ -212,8 +215,15 @@ def _validators(schema: dict[str, Any]) -> tuple[jsonschema.Draft202012Validator
     hit = _VALIDATORS.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1], hit[2]
+    # A new schema object: often an equal schema under a new object (a registry rebuilt, MCP
+    # tools reloaded), whose compiled check (milliseconds to build) is reused.
+    key = json.dumps(schema, sort_keys=True, default=str)
+    fast = _COMPILED.get(key, _MISSING)
+    if fast is _MISSING:
+        fast = _COMPILED[key] = _fast_check(schema)
+        if len(_COMPILED) > 1024:
+            _COMPILED.pop(next(iter(_COMPILED)))
     validator = jsonschema.Draft202012Validator(schema)
-    fast = _fast_check(schema)
     if len(_VALIDATORS) >= 4096:  # tools re-registered (MCP reloads) bring new schema objects
         _VALIDATORS.clear()
     _VALIDATORS[id(schema)] = (schema, validator, fast)  # holding the schema keeps its id unique
