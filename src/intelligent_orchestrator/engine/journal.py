@@ -35,6 +35,7 @@ def _busy(loop: asyncio.AbstractEventLoop) -> bool:
     ready = getattr(loop, "_ready", None)
     return bool(ready)
 
+
 Item = tuple[StepBatch, "asyncio.Future[bool]"]
 
 
