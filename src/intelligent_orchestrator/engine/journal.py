@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _LINGER_MIN = 4
 _LINGER_MAX = 64
+_LINGER_SECONDS = 0.001
 
 
 def _busy(loop: asyncio.AbstractEventLoop) -> bool:
@@ -78,12 +79,13 @@ class StepJournal:
         loop = asyncio.get_running_loop()
         while True:
             # Linger while the event loop has other work ready (at least a few turns, at most
-            # _LINGER_MAX): the steps just launched take their first stride before the
+            # _LINGER_MAX turns or about a millisecond: under load a turn is long): the steps just launched take their first stride before the
             # commit's thread competes for the GIL, and what they and other tasks hand over
             # meanwhile (a step that ends at once, a task's end) joins this commit instead of
             # waiting for the next one. An idle loop commits at once.
+            until = loop.time() + _LINGER_SECONDS
             for turn in range(_LINGER_MAX):
-                if turn >= _LINGER_MIN and not _busy(loop):
+                if turn >= _LINGER_MIN and (not _busy(loop) or loop.time() > until):
                     break
                 await asyncio.sleep(0)
             if not lane.pending:
