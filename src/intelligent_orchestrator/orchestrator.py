@@ -42,6 +42,7 @@ from .planning.planner import Planner, Recollection, word_overlap
 from .quality import PlanSplit, descendants, plan_parts
 from .settings import Settings
 from .storage import (
+    Decision,
     Store,
     create_engine,
     current_revision,
@@ -545,6 +546,12 @@ class Orchestrator:
             await self._checked_edits(task_id, edits, editor=decided_by) if edits else (None, [])
         )
         host = await self._local_host(run_here)
+        if host is not None and not revisions:
+            # (Approvals arriving together are decided in one transaction and resumed as one.)
+            _, generation, claimed = await host.approve(
+                Decision(task_id=task_id, comment=comment, decided_by=decided_by, step_id=step_id)
+            )
+            return claimed[0] if claimed is not None else await self.get_task(task_id)
         generation, claimed = await asyncio.to_thread(
             self.store.approve_and_claim,
             task_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -213,3 +214,76 @@ def test_kill_in_the_middle_of_a_side_effect_does_not_repeat_it(
     assert outbox(ws) == [f"{task_id}:send once"]  # the re-run carried the same idempotency key
     assert runs(ws, task_id).count("send") == 2
     assert [e.status for e in store.effects(task_id)] == ["done"]
+
+
+APPROVER = """
+import asyncio, sys
+from dbos import DBOS
+from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.settings import Settings
+
+async def main():
+    orch = Orchestrator(Settings())
+    await orch.start_engine(kind="approver", listen=False)
+    await asyncio.gather(*(orch.approve(t, run_here=True) for t in sys.argv[1:]))
+    batches = await asyncio.to_thread(DBOS.list_workflows, name="tasks.run")
+    print("batched runs:", [sorted(w.input["args"][0]) for w in batches], flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_kill_during_a_batched_resume_finishes_every_task_once(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    """Approvals that arrive together resume as one DBOS workflow; the process dies while
+    their side effects are in flight; another process recovers that workflow and every task
+    finishes, each effect done once."""
+    ws = settings.workspace
+    a = Worker(env, "batch-a", tmp_path)
+    approver = None
+    try:
+        ids = [
+            submit(
+                env,
+                tmp_path,
+                {
+                    "name": f"mail{i}",
+                    "steps": [
+                        {
+                            "id": "send",
+                            "tool": "deliver",
+                            "inputs": {"message": f"m{i}", "hold_seconds": 30},
+                        }
+                    ],
+                },
+            )
+            for i in range(3)
+        ]
+        wait_for(
+            lambda: all(status(store, t) is TaskStatus.AWAITING_APPROVAL for t in ids),
+            timeout=60,
+            what="parking",
+        )
+        approver = Worker(env, "approver", tmp_path, command=[sys.executable, "-c", APPROVER, *ids])
+        wait_for(
+            lambda: all((ws / f"delivered-{t}-send").exists() for t in ids),
+            timeout=60,
+            what="the effects to happen",
+        )
+        assert f"batched runs: [{sorted(ids)!r}]" in approver.output()
+        approver.kill9()  # every effect happened, no step finished
+        assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))
+        wait_for(
+            lambda: all(finished(store, t) for t in ids), timeout=60, what="recovery by worker a"
+        )
+    finally:
+        if approver is not None:
+            approver.stop()
+        a.stop()
+    for t in ids:
+        assert status(store, t) is TaskStatus.SUCCEEDED, a.output()
+        assert runs(ws, t).count("send") == 2  # re-run once, with the same idempotency key
+        assert [e.status for e in store.effects(t)] == ["done"]
+    assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))

@@ -21,7 +21,8 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 
-from ..storage import StepBatch, Store, commit_outcome_unknown
+from ..storage import EffectRecord, EffectStart, StepBatch, Store, commit_outcome_unknown
+from .batching import Coalescer
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ class StepJournal:
             weakref.WeakKeyDictionary()
         )
         self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
+        self._effects: Coalescer[EffectStart, EffectRecord] = Coalescer(
+            self._start_effects, name="effects-started"
+        )
+
+    async def effect_started(self, start: EffectStart) -> EffectRecord:
+        """``Store.effect_started``, durable when this returns; effects about to happen
+        together (the side-effect steps of many resumed tasks) share one transaction."""
+        return await self._effects.submit(start)
+
+    async def _start_effects(self, starts: list[EffectStart]) -> list[EffectRecord]:
+        return await asyncio.to_thread(self.store.effects_started, starts)
 
     def begin(self, task_id: str) -> None:
         """A new run of ``task_id`` starts from what is durable: forget an earlier failure."""

@@ -14,12 +14,29 @@ from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from ..domain.models import ExecutionPlan, PipelinePhase, StepRun, Task, TaskStatus
+from ..domain.models import (
+    Approval,
+    ApprovalStatus,
+    ExecutionPlan,
+    PipelinePhase,
+    StepRun,
+    Task,
+    TaskStatus,
+)
 from ..errors import NotFoundError
 from ..llm import ModelGateway
 from ..settings import Settings
-from ..storage import StepBatch, Store, TaskUpdate, dbos_sqlite_engine, new_task
+from ..storage import (
+    Decided,
+    Decision,
+    StepBatch,
+    Store,
+    TaskUpdate,
+    dbos_sqlite_engine,
+    new_task,
+)
 from ..tools.registry import ToolRegistry
+from .batching import Coalescer
 from .journal import StepJournal
 from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_cancellations
@@ -33,6 +50,7 @@ APP_NAME = "intelligent-orchestrator"
 ENGINE_VERSION = "engine-2"  # engine-2: a request's task is planned inside its run
 TASK_QUEUE = "tasks"
 TASK_WORKFLOW = "task.run"
+TASKS_WORKFLOW = "tasks.run"
 
 EnterPhase = Callable[[PipelinePhase], Awaitable[None]]
 # Plans a request's task (phases 1-2), calling EnterPhase as it enters discover and plan.
@@ -50,6 +68,9 @@ class Claim:
     commit), so the task's steps start while the row is being written."""
     stored: asyncio.Future[None] | None = None
     """Resolves once ``create`` is durable (or fails with why it could not be stored)."""
+    approved: list[Approval] = field(default_factory=list)
+    """Approvals granted in the transaction that claimed the task: their gates pass without
+    asking the database again."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -67,6 +88,15 @@ class Runtime:
     """Tasks this process has just taken for itself (created, or approved, running on its
     executor, to run here at once): that run needs no claim. A recovery or a run elsewhere
     claims as usual."""
+    cancel_check: Coalescer[str, bool] = field(init=False)
+    """Whether a task was cancelled, one query for the tasks that start together."""
+
+    def __post_init__(self) -> None:
+        self.cancel_check = Coalescer(self._cancelled, name="cancel-check")
+
+    async def _cancelled(self, task_ids: list[str]) -> list[bool]:
+        cancelled = set(await asyncio.to_thread(self.store.cancelled_among, task_ids))
+        return [t in cancelled for t in task_ids]
 
     def dag(
         self, task_id: str, plan: ExecutionPlan, *, auto_approve: bool, **kwargs: Any
@@ -111,6 +141,29 @@ async def run_task_workflow(task_id: str) -> str:
     return (await execute_task(current_runtime(), task_id)).value
 
 
+@DBOS.workflow(name=TASKS_WORKFLOW)
+async def run_tasks_workflow(task_ids: list[str]) -> list[str]:
+    """One durable run of several tasks that this process took for itself at the same moment
+    (created or approved together): one DBOS workflow record and outcome for all of them.
+
+    Each task is run as by ``run_task_workflow``, concurrently, and one task's crash does not
+    stop the others. A recovered run re-runs each task from its durable steps; a task that has
+    finished meanwhile is left as it is.
+    """
+    rt = current_runtime()
+    ended = await asyncio.gather(
+        *(execute_task(rt, task_id) for task_id in task_ids), return_exceptions=True
+    )
+    statuses: list[str] = []
+    for task_id, end in zip(task_ids, ended, strict=True):
+        if isinstance(end, BaseException):
+            logger.error("the run of task %s crashed: %r", task_id, end, exc_info=end)
+            statuses.append("crashed")
+        else:
+            statuses.append(end.value)
+    return statuses
+
+
 async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
     claim = rt.claimed.pop(task_id, None)
     if claim is None or claim.stored is None:
@@ -125,11 +178,7 @@ async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
 async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus:
     store = rt.store
     # (A task created here a moment ago is known to no one yet but its submitter.)
-    if (
-        claim is not None
-        and claim.create is None
-        and await asyncio.to_thread(store.cancelled_among, [task_id])
-    ):
+    if claim is not None and claim.create is None and await rt.cancel_check.submit(task_id):
         return TaskStatus.CANCELLED  # cancelled between its claim and this start
     if claim is None:
         try:
@@ -154,7 +203,8 @@ async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus
             return planned
         task = planned
     plan = task.plan
-    if plan.requires_approval:
+    approved = {a.step_id: a for a in claim.approved if a.status is ApprovalStatus.APPROVED}
+    if plan.requires_approval and None not in approved:
         approval = await asyncio.to_thread(
             store.request_approval,
             task_id,
@@ -188,6 +238,7 @@ async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus
         auto_approve=task.auto_approve,
         create=claim.create,
         stored=claim.stored,
+        approved=approved,
     )
 
     def finish(status: TaskStatus) -> TaskUpdate | None:
@@ -248,6 +299,22 @@ def default_executor_id(kind: str) -> str:
     return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+async def _launch(launches: list[tuple[str, str]]) -> list[None]:
+    """Start the runs of tasks claimed here at the same moment (workflow id, task id) as ONE
+    DBOS workflow: DBOS writes a record before and an outcome after every workflow, a few
+    milliseconds of CPU each, which would otherwise be paid per task in a burst of submits or
+    approvals. A lone task keeps its own workflow, named as usual."""
+    if len(launches) == 1:
+        wf_id, task_id = launches[0]
+        with SetWorkflowID(wf_id):
+            await DBOS.start_workflow_async(run_task_workflow, task_id)
+    else:
+        # Unique: a task's run generation is claimed by one process, once.
+        with SetWorkflowID(f"{launches[0][0]}+{len(launches)}"):
+            await DBOS.start_workflow_async(run_tasks_workflow, [t for _, t in launches])
+    return [None] * len(launches)
+
+
 class EngineHost:
     """Launches DBOS in this process as one executor, with a heartbeat lease.
 
@@ -281,6 +348,10 @@ class EngineHost:
         self._lease_task: asyncio.Task[None] | None = None
         self._cancel_task: asyncio.Task[None] | None = None
         self._sys_engine: Any = None
+        self._launcher: Coalescer[tuple[str, str], None] = Coalescer(_launch, name="task-launcher")
+        self._approver: Coalescer[Decision, Decided] = Coalescer(
+            self._approve_batch, name="approver"
+        )
 
     @property
     def lease(self) -> timedelta:
@@ -389,16 +460,43 @@ class EngineHost:
         executor just took it (created, or approved, running on it). A claim that carries a
         new task's row returns once that row is stored."""
         rt = current_runtime()
-        if claim is not None:
-            rt.claimed[task_id] = claim
-        try:
+        if claim is None:  # not ours alone: DBOS's workflow id keeps a second start out
             with SetWorkflowID(workflow_id(task_id, generation)):
                 await DBOS.start_workflow_async(run_task_workflow, task_id)
+            return
+        rt.claimed[task_id] = claim
+        try:
+            await self._launcher.submit((workflow_id(task_id, generation), task_id))
         except BaseException:
             rt.claimed.pop(task_id, None)
             raise
         if claim is not None and claim.stored is not None:
             await claim.stored
+
+    async def approve(self, decision: Decision) -> Decided:
+        """Approve (``Store.approve_and_claim``) and, once no gate waits, resume the task here.
+        Approvals that arrive together share one transaction and their resumed runs one DBOS
+        workflow."""
+        return await self._approver.submit(decision)
+
+    async def _approve_batch(self, decisions: list[Decision]) -> list[Decided | BaseException]:
+        results: list[Decided | BaseException] = list(
+            await asyncio.to_thread(
+                self.store.approve_many, decisions, executor_id=self.executor_id
+            )
+        )
+        starts = {
+            i: self.start_task(
+                r[2][0].task_id, r[1], claim=Claim(task=r[2][0], runs=r[2][1], approved=r[0])
+            )
+            for i, r in enumerate(results)
+            if isinstance(r, tuple) and r[1] is not None and r[2] is not None
+        }
+        started = await asyncio.gather(*starts.values(), return_exceptions=True)
+        for i, outcome in zip(starts, started, strict=True):
+            if isinstance(outcome, BaseException):
+                results[i] = outcome
+        return results
 
     async def submit_new(self, values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
         """Create a task running here and start it: the row is stored in the same commit as

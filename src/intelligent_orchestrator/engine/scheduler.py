@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from ..domain.models import (
+    Approval,
     ApprovalStatus,
     ExecutionPlan,
     StepRun,
@@ -37,7 +38,15 @@ from ..errors import BudgetExceededError, ToolError, ToolTimeoutError
 from ..llm import BoundLlm, CallScope, ModelGateway, TaskBudget
 from ..planning.validate import execution_order, step_dependencies
 from ..settings import Settings
-from ..storage import ArtifactRecord, StepBatch, StepUpdate, Store, TaskUpdate, utcnow
+from ..storage import (
+    ArtifactRecord,
+    EffectStart,
+    StepBatch,
+    StepUpdate,
+    Store,
+    TaskUpdate,
+    utcnow,
+)
 from ..tools.registry import ToolRegistry
 from ..tools.spec import Artifact, Tool, ToolContext
 from .journal import StepJournal
@@ -95,6 +104,8 @@ class DagRun:
     """Per step: output fields replaced before later steps read them (the approved text)."""
     round: int = 0
     """The refinement round: a side effect re-run in a later round is a new effect."""
+    approved: Mapping[str | None, Approval] = field(default_factory=dict)
+    """Per step: an approval granted as this run was claimed (its gate passes at once)."""
     state: dict[str, StepStatus] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -447,6 +458,8 @@ class DagRun:
 
     async def _gate(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome | None:
         """Outcome when the step must not run now; None once approved."""
+        if step.id in self.approved:
+            return None
         approval = await asyncio.to_thread(
             self.store.request_approval,
             self.task_id,
@@ -578,12 +591,9 @@ class DagRun:
         # Exactly once: a finished effect is never redone; an interrupted one is retried with
         # the same idempotency key, which the tool passes on to the system it calls.
         key = ctx.idempotency_key
-        effect = await asyncio.to_thread(
-            self.store.effect_started,
-            key,
-            task_id=ctx.task_id,
-            step_id=ctx.step_id,
-            tool=tool.tool_id,
+        assert self.journal is not None  # set by run()
+        effect = await self.journal.effect_started(
+            EffectStart(key=key, task_id=ctx.task_id, step_id=ctx.step_id, tool=tool.tool_id)
         )
         if effect.status == "done":
             return effect.receipt

@@ -3,7 +3,10 @@
 from .db import create_engine, current_revision, dbos_sqlite_engine, head_revision, upgrade
 from .repository import (
     ArtifactRecord,
+    Decided,
+    Decision,
     EffectRecord,
+    EffectStart,
     ExecutorInfo,
     StepBatch,
     StepUpdate,
@@ -17,7 +20,10 @@ from .repository import (
 
 __all__ = [
     "ArtifactRecord",
+    "Decided",
+    "Decision",
     "EffectRecord",
+    "EffectStart",
     "ExecutorInfo",
     "StepBatch",
     "StepUpdate",

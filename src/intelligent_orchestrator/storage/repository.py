@@ -164,6 +164,41 @@ def new_task(values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """A person's decision on a task's pending approval(s) (only ``step_id``'s, if given)."""
+
+    task_id: str
+    comment: str | None = None
+    decided_by: str | None = None
+    step_id: str | None = None
+    revisions: tuple[ChannelVariant, ...] = ()
+    """Edits of round ``round``'s variants, stored with the approval."""
+    round: int | None = None
+
+
+Decided = tuple[list[Approval], int | None, "tuple[Task, list[StepRun]] | None"]
+"""The approvals decided, the task's new run generation (None while other gates wait, or
+when the decision finished the task) and, when claimed, the task with its step runs."""
+
+
+def _one(results: list[Decided | ConflictError | NotFoundError]) -> Decided:
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EffectStart:
+    """A side effect about to happen: its idempotency key and where it comes from."""
+
+    key: str
+    task_id: str
+    step_id: str
+    tool: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EffectRecord:
     key: str
     status: str
@@ -576,21 +611,16 @@ class Store:
         step_id: str | None = None,
     ) -> list[Approval]:
         """Decide every pending approval of the task (or only ``step_id``'s)."""
-        return self._decide(
-            task_id, approved=approved, comment=comment, decided_by=decided_by, step_id=step_id
-        )[0]
+        decision = Decision(
+            task_id=task_id, comment=comment, decided_by=decided_by, step_id=step_id
+        )
+        return _one(self._decide([decision], approved=approved))[0]
 
     def reject_task(self, task_id: str, *, comment: str, decided_by: str | None) -> None:
         """Reject every pending gate, mark the gated steps and the task rejected and store the
         feedback — in one transaction."""
-        self._decide(
-            task_id,
-            approved=False,
-            comment=comment,
-            decided_by=decided_by,
-            step_id=None,
-            settle=True,
-        )
+        decision = Decision(task_id=task_id, comment=comment, decided_by=decided_by)
+        _one(self._decide([decision], approved=False, settle=True))
 
     def approve_and_claim(
         self,
@@ -612,143 +642,193 @@ class Store:
         it at once. Returns the new run generation (None while other gates still wait) and the
         claimed task.
         """
-        _, generation, claimed = self._decide(
-            task_id,
-            approved=True,
+        decision = Decision(
+            task_id=task_id,
             comment=comment,
             decided_by=decided_by,
             step_id=step_id,
-            settle=True,
-            revisions=revisions,
-            round_=round_,
-            claim_for=executor_id,
+            revisions=tuple(revisions),
+            round=round_,
+        )
+        _, generation, claimed = _one(
+            self._decide([decision], approved=True, settle=True, claim_for=executor_id)
         )
         return generation, claimed
 
+    def approve_many(
+        self, decisions: Sequence[Decision], *, executor_id: str | None = None
+    ) -> list[Decided | ConflictError | NotFoundError]:
+        """``approve_and_claim`` for several decisions in one transaction (approvals that
+        arrive together): one result per decision, in order; a decision that cannot apply
+        (unknown task, not awaiting approval, expired) gets its error in its place and
+        changes nothing, and the others apply. Decisions are applied in order, so a second
+        one for the same task sees the first's effect."""
+        return self._decide(decisions, approved=True, settle=True, claim_for=executor_id)
+
     def _decide(
         self,
-        task_id: str,
+        decisions: Sequence[Decision],
         *,
         approved: bool,
-        comment: str | None,
-        decided_by: str | None,
-        step_id: str | None,
         settle: bool = False,
-        revisions: Sequence[ChannelVariant] = (),
-        round_: int | None = None,
         claim_for: str | None = None,
-    ) -> tuple[list[Approval], int | None, tuple[Task, list[StepRun]] | None]:
+    ) -> list[Decided | ConflictError | NotFoundError]:
         """``settle``: the task must await approval, and the decision moves it on in the same
         transaction (approved with no gate left: queued again, or with ``claim_for`` running
         on that executor; rejected: finished)."""
         now = utcnow()
-        # Expire first, in its own transaction: the refusal below must not roll the expiry back.
-        self.expire_approvals(now=now, task_id=task_id)
+        task_ids = sorted({d.task_id for d in decisions})
+        # Expire first, in its own transaction: a refusal below must not roll the expiry back.
+        self.expire_approvals(now=now, task_ids=task_ids)
         with self.session() as s, s.begin():
-            task = s.get(TaskRow, task_id, with_for_update=True)
-            if task is None:
-                raise NotFoundError("task", task_id)
-            if settle and task.status != TaskStatus.AWAITING_APPROVAL.value:
-                raise ConflictError(
-                    f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id
+            # (Locked in one order, so two batches cannot deadlock.)
+            tasks = {
+                row.task_id: row
+                for row in s.scalars(
+                    sa.select(TaskRow)
+                    .where(TaskRow.task_id.in_(task_ids))
+                    .order_by(TaskRow.task_id)
+                    .with_for_update()
                 )
-            if revisions:
-                if task.phase != PipelinePhase.APPROVAL.value or task.round != round_:
-                    raise ConflictError(
-                        f"the result of task {task_id!r} changed since it was read "
-                        f"(now round {task.round}, phase {task.phase}): reload it and edit again",
-                        task_id=task_id,
+            }
+            gates: dict[str, list[ApprovalRow]] = {t: [] for t in task_ids}
+            for row in s.scalars(
+                sa.select(ApprovalRow)
+                .where(
+                    ApprovalRow.task_id.in_(task_ids),
+                    ApprovalRow.status.in_(
+                        [ApprovalStatus.PENDING.value, ApprovalStatus.EXPIRED.value]
+                    ),
+                )
+                .order_by(ApprovalRow.task_id, ApprovalRow.requested_at, ApprovalRow.approval_id)
+                .with_for_update()
+            ):
+                gates[row.task_id].append(row)
+            results: list[Decided | ConflictError | NotFoundError] = []
+            for d in decisions:
+                try:
+                    results.append(
+                        self._apply_decision(
+                            s,
+                            tasks.get(d.task_id),
+                            gates[d.task_id],
+                            d,
+                            approved=approved,
+                            settle=settle,
+                            claim_for=claim_for,
+                            now=now,
+                        )
                     )
-                self._add_revisions(s, task_id, round_, revisions, now=now)
-            q = sa.select(ApprovalRow).where(
-                ApprovalRow.task_id == task_id, ApprovalRow.status == ApprovalStatus.PENDING.value
+                except (ConflictError, NotFoundError) as exc:
+                    results.append(exc)
+            claimed = [
+                i for i, r in enumerate(results) if isinstance(r, tuple) and r[1] is not None
+            ]
+            if claim_for is None or not claimed:
+                return results
+            s.flush()
+            runs: dict[str, list[StepRun]] = {}
+            for row in s.scalars(
+                sa.select(StepRunRow)
+                .where(StepRunRow.task_id.in_({decisions[i].task_id for i in claimed}))
+                .order_by(StepRunRow.id)
+            ):
+                runs.setdefault(row.task_id, []).append(_step(row))
+            for i in claimed:
+                decided, generation, _ = cast(Decided, results[i])
+                task = tasks[decisions[i].task_id]
+                results[i] = (decided, generation, (_task(task), runs.get(task.task_id, [])))
+            return results
+
+    def _apply_decision(
+        self,
+        s: Session,
+        task: TaskRow | None,
+        gates: list[ApprovalRow],
+        d: Decision,
+        *,
+        approved: bool,
+        settle: bool,
+        claim_for: str | None,
+        now: datetime,
+    ) -> Decided:
+        """One decision, inside ``_decide``'s transaction: every check before any change, so a
+        refused decision leaves nothing behind."""
+        task_id = d.task_id
+        if task is None:
+            raise NotFoundError("task", task_id)
+        if settle and task.status != TaskStatus.AWAITING_APPROVAL.value:
+            raise ConflictError(
+                f"task {task_id!r} is {task.status}, not awaiting approval", task_id=task_id
             )
-            if step_id is not None:
-                q = q.where(ApprovalRow.step_id == step_id)
-            rows = list(s.scalars(q.with_for_update()))
-            if not rows:
-                expired = s.scalars(
-                    sa.select(ApprovalRow).where(
-                        ApprovalRow.task_id == task_id,
-                        ApprovalRow.status == ApprovalStatus.EXPIRED.value,
-                    )
-                ).first()
-                if expired is not None:
-                    raise ConflictError(
-                        f"the approval of task {task_id!r} expired at {_aware(expired.expires_at)}",
-                        task_id=task_id,
-                    )
+        if d.revisions and (task.phase != PipelinePhase.APPROVAL.value or task.round != d.round):
+            raise ConflictError(
+                f"the result of task {task_id!r} changed since it was read "
+                f"(now round {task.round}, phase {task.phase}): reload it and edit again",
+                task_id=task_id,
+            )
+        pending = [g for g in gates if g.status == ApprovalStatus.PENDING.value]
+        rows = [g for g in pending if d.step_id is None or g.step_id == d.step_id]
+        if not rows:
+            expired = next((g for g in gates if g.status == ApprovalStatus.EXPIRED.value), None)
+            if expired is not None:
                 raise ConflictError(
-                    f"task {task_id!r} has no pending approval (status {task.status})",
+                    f"the approval of task {task_id!r} expired at {_aware(expired.expires_at)}",
                     task_id=task_id,
                 )
-            for r in rows:
-                if r.expires_at is not None and _aware(r.expires_at) <= now:
-                    r.status = ApprovalStatus.EXPIRED.value
-                    continue
-                r.status = (ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED).value
-                r.decided_at = now
-                r.decided_by = decided_by
-                r.comment = comment
-            decided = [r for r in rows if r.status != ApprovalStatus.EXPIRED.value]
-            if not decided:
-                raise ConflictError(
-                    f"the approval of task {task_id!r} has expired", task_id=task_id
+            raise ConflictError(
+                f"task {task_id!r} has no pending approval (status {task.status})",
+                task_id=task_id,
+            )
+        due = [r for r in rows if r.expires_at is not None and _aware(r.expires_at) <= now]
+        decided = [r for r in rows if r not in due]
+        if not decided:
+            raise ConflictError(f"the approval of task {task_id!r} has expired", task_id=task_id)
+        if d.revisions:
+            self._add_revisions(s, task_id, d.round, d.revisions, now=now)
+        for r in due:
+            r.status = ApprovalStatus.EXPIRED.value
+        for r in decided:
+            r.status = (ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED).value
+            r.decided_at = now
+            r.decided_by = d.decided_by
+            r.comment = d.comment
+        if d.comment:
+            s.add(
+                FeedbackRow(
+                    task_id=task_id,
+                    approval_id=decided[0].approval_id,
+                    kind="approval" if approved else "rejection",
+                    text=d.comment,
+                    author=d.decided_by,
+                    created_at=now,
                 )
-            if comment:
-                s.add(
-                    FeedbackRow(
-                        task_id=task_id,
-                        approval_id=decided[0].approval_id,
-                        kind="approval" if approved else "rejection",
-                        text=comment,
-                        author=decided_by,
-                        created_at=now,
-                    )
+            )
+        generation: int | None = None
+        if settle and not approved:
+            error = f"rejected: {d.comment}" if d.comment else "rejected"
+            s.execute(
+                sa.update(StepRunRow)
+                .where(
+                    StepRunRow.task_id == task_id,
+                    StepRunRow.status == StepStatus.AWAITING_APPROVAL.value,
                 )
-            generation: int | None = None
-            if settle and not approved:
-                error = f"rejected: {comment}" if comment else "rejected"
-                s.execute(
-                    sa.update(StepRunRow)
-                    .where(
-                        StepRunRow.task_id == task_id,
-                        StepRunRow.status == StepStatus.AWAITING_APPROVAL.value,
-                    )
-                    .values(status=StepStatus.REJECTED.value, error=error, finished_at=now)
-                )
-                task.status = TaskStatus.REJECTED.value
-                task.finished_at = now
-                task.error = error
-                task.updated_at = now
-            if settle and approved:
-                s.flush()
-                left = s.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(ApprovalRow)
-                    .where(
-                        ApprovalRow.task_id == task_id,
-                        ApprovalRow.status == ApprovalStatus.PENDING.value,
-                    )
-                )
-                if not left:
-                    task.run_generation += 1
-                    task.status = TaskStatus.QUEUED.value
-                    task.updated_at = now
-                    generation = task.run_generation
-            claimed: tuple[Task, list[StepRun]] | None = None
-            if generation is not None and claim_for is not None:
+                .values(status=StepStatus.REJECTED.value, error=error, finished_at=now)
+            )
+            task.status = TaskStatus.REJECTED.value
+            task.finished_at = now
+            task.error = error
+            task.updated_at = now
+        if settle and approved and not any(g.status == ApprovalStatus.PENDING.value for g in gates):
+            task.run_generation += 1
+            task.status = TaskStatus.QUEUED.value
+            task.updated_at = now
+            generation = task.run_generation
+            if claim_for is not None:
                 task.status = TaskStatus.RUNNING.value
                 task.executor_id = claim_for
                 task.started_at = task.started_at or now
-                s.flush()
-                runs = s.scalars(
-                    sa.select(StepRunRow)
-                    .where(StepRunRow.task_id == task_id)
-                    .order_by(StepRunRow.id)
-                ).all()
-                claimed = (_task(task), [_step(r) for r in runs])
-            return [_approval(r) for r in decided], generation, claimed
+        return [_approval(r) for r in decided], generation, None
 
     def cancel_approvals(self, task_id: str) -> None:
         with self.engine.begin() as conn:
@@ -762,15 +842,16 @@ class Store:
             )
 
     def expire_approvals(
-        self, *, now: datetime | None = None, task_id: str | None = None
+        self, *, now: datetime | None = None, task_ids: Sequence[str] | None = None
     ) -> list[str]:
-        """Expire pending approvals past their deadline (of one task, or all); returns the task ids."""
+        """Expire pending approvals past their deadline (of these tasks, or all); returns the
+        task ids."""
         now = now or utcnow()
         q = sa.select(ApprovalRow).where(
             ApprovalRow.status == ApprovalStatus.PENDING.value, ApprovalRow.expires_at <= now
         )
-        if task_id is not None:
-            q = q.where(ApprovalRow.task_id == task_id)
+        if task_ids is not None:
+            q = q.where(ApprovalRow.task_id.in_(list(task_ids)))
         with self.reader.connect() as conn:  # mostly nothing is due: no write transaction then
             if conn.execute(q.with_only_columns(ApprovalRow.approval_id).limit(1)).first() is None:
                 return []
@@ -969,7 +1050,7 @@ class Store:
         feedback, the steps are reset for the next round and the task is queued again — in one
         transaction. Returns the new run generation."""
         now = utcnow()
-        self.expire_approvals(now=now, task_id=task_id)
+        self.expire_approvals(now=now, task_ids=[task_id])
         with self.session() as s, s.begin():
             task = s.get(TaskRow, task_id, with_for_update=True)
             if task is None:
@@ -1114,29 +1195,40 @@ class Store:
     def effect_started(self, key: str, *, task_id: str, step_id: str, tool: str) -> EffectRecord:
         """Record that the effect ``key`` is about to happen (kept if already recorded); its
         state after that, in the same transaction: ``done`` means it happened already."""
+        return self.effects_started(
+            [EffectStart(key=key, task_id=task_id, step_id=step_id, tool=tool)]
+        )[0]
+
+    def effects_started(self, starts: Sequence[EffectStart]) -> list[EffectRecord]:
+        """``effect_started`` for several effects in one transaction, one record each."""
         now = utcnow()
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = (
-            insert(SideEffectRow)
-            .values(
-                idempotency_key=key,
-                task_id=task_id,
-                step_id=step_id,
-                tool=tool,
-                status="started",
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        )
+        stmt = insert(SideEffectRow).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        rows = [
+            {
+                "idempotency_key": e.key,
+                "task_id": e.task_id,
+                "step_id": e.step_id,
+                "tool": e.tool,
+                "status": "started",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for e in starts
+        ]
         with self.engine.begin() as conn:
-            conn.execute(stmt)
-            status, receipt = conn.execute(
-                sa.select(SideEffectRow.status, SideEffectRow.receipt).where(
-                    SideEffectRow.idempotency_key == key
+            conn.execute(stmt, rows)
+            found = {
+                key: (status, receipt)
+                for key, status, receipt in conn.execute(
+                    sa.select(
+                        SideEffectRow.idempotency_key, SideEffectRow.status, SideEffectRow.receipt
+                    ).where(SideEffectRow.idempotency_key.in_({e.key for e in starts}))
                 )
-            ).one()
-        return EffectRecord(key=key, status=status, receipt=receipt)
+            }
+        return [
+            EffectRecord(key=e.key, status=found[e.key][0], receipt=found[e.key][1]) for e in starts
+        ]
 
     def effect_done(self, key: str, receipt: Any) -> None:
         with self.engine.begin() as conn:

@@ -1,0 +1,195 @@
+"""Work that arrives together is done together: approvals decided in one transaction, the runs
+of tasks claimed at the same moment started as one DBOS workflow, their side effects recorded
+in one transaction — and one item's failure stays its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from dbos import DBOS
+
+from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
+from intelligent_orchestrator.engine.batching import Coalescer
+from intelligent_orchestrator.engine.runtime import TASK_WORKFLOW, TASKS_WORKFLOW
+from intelligent_orchestrator.errors import ConflictError, NotFoundError
+from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.storage import Store
+from tests.support.tools import outbox, runs
+
+MAIL = ExecutionPlan.model_validate(
+    {
+        "name": "mail",
+        "steps": [
+            {"id": "draft", "tool": "noop", "inputs": {"value": 1}},
+            {"id": "send", "tool": "deliver", "inputs": {"message": "hi"}},
+        ],
+    }
+)
+
+
+def spy(store: Store, monkeypatch: pytest.MonkeyPatch, name: str) -> list[list[Any]]:
+    """The argument lists ``store.<name>`` is called with, in order."""
+    calls: list[list[Any]] = []
+    real = getattr(store, name)
+
+    def record(items: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(list(items))
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(store, name, record)
+    return calls
+
+
+async def park(orch: Orchestrator, n: int) -> list[str]:
+    ids = [(await orch.submit(MAIL)).task_id for _ in range(n)]
+    for tid in ids:
+        result = await orch.wait(tid, timeout=60)
+        assert result.task.status is TaskStatus.AWAITING_APPROVAL
+    return ids
+
+
+async def test_approvals_arriving_together_resume_as_one(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await park(orch, 5)
+    decided = spy(orch.store, monkeypatch, "approve_many")
+    effects = spy(orch.store, monkeypatch, "effects_started")
+    before = {w.workflow_id for w in await asyncio.to_thread(DBOS.list_workflows)}
+
+    tasks = await asyncio.gather(
+        *(orch.approve(t, comment=f"ok {t}", decided_by="ana") for t in ids)
+    )
+
+    assert [t.task_id for t in tasks] == ids
+    assert all(t.status is TaskStatus.RUNNING for t in tasks)
+    assert [[d.task_id for d in call] for call in decided] == [ids]  # one transaction
+    for tid in ids:
+        result = await orch.wait(tid, timeout=60)
+        assert result.task.status is TaskStatus.SUCCEEDED
+        assert [(a.status.value, a.comment) for a in orch.store.approvals(tid)] == [
+            ("approved", f"ok {tid}")
+        ]
+        assert runs(orch.settings.workspace, tid).count("send") == 1
+    assert sorted(outbox(orch.settings.workspace)) == sorted(f"{t}:send hi" for t in ids)
+    # their side effects were recorded as started in one transaction
+    assert [sorted(e.task_id for e in call) for call in effects] == [sorted(ids)]
+    # and their runs are one DBOS workflow, which ended once all of them had
+    new = [w for w in await asyncio.to_thread(DBOS.list_workflows) if w.workflow_id not in before]
+    assert [(w.name, w.status) for w in new] == [(TASKS_WORKFLOW, "SUCCESS")]
+    assert new[0].input is not None
+    assert sorted(new[0].input["args"][0]) == sorted(ids)
+    assert new[0].output == ["succeeded"] * 5
+
+
+async def test_a_lone_approval_keeps_its_own_workflow(orch: Orchestrator) -> None:
+    (tid,) = await park(orch, 1)
+    await orch.approve(tid)
+    assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    (status,) = await asyncio.to_thread(DBOS.list_workflows, workflow_ids=[f"{tid}:g1"])
+    assert (status.name, status.status) == (TASK_WORKFLOW, "SUCCESS")
+
+
+async def test_an_approval_that_cannot_apply_fails_alone(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok, other = await park(orch, 2)
+    done = (
+        await orch.submit(
+            ExecutionPlan.model_validate(
+                {"name": "plain", "steps": [{"id": "a", "tool": "noop", "inputs": {"value": 1}}]}
+            )
+        )
+    ).task_id
+    assert (await orch.wait(done, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    decided = spy(orch.store, monkeypatch, "approve_many")
+
+    results = await asyncio.gather(
+        orch.approve(ok),
+        orch.approve("no-such-task"),
+        orch.approve(done),
+        orch.approve(ok),  # the same task twice: the second sees the first
+        orch.approve(other),
+        return_exceptions=True,
+    )
+
+    assert len(decided) == 1
+    assert len(decided[0]) == 5
+    assert not isinstance(results[0], BaseException)
+    assert results[0].task_id == ok
+    assert isinstance(results[1], NotFoundError)
+    assert isinstance(results[2], ConflictError)
+    assert "succeeded, not awaiting approval" in str(results[2])
+    assert isinstance(results[3], ConflictError)
+    assert "running, not awaiting approval" in str(results[3])
+    assert not isinstance(results[4], BaseException)
+    assert results[4].task_id == other
+    for tid in (ok, other):
+        assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    assert sorted(outbox(orch.settings.workspace)) == sorted([f"{ok}:send hi", f"{other}:send hi"])
+    assert orch.store.get_task(done).status is TaskStatus.SUCCEEDED
+
+
+async def test_a_refused_decision_in_a_batch_changes_nothing(orch: Orchestrator) -> None:
+    """Store level: an expired approval is refused, its neighbours apply, and the refused
+    task keeps its approval untouched except for the expiry itself."""
+    from datetime import timedelta
+
+    from intelligent_orchestrator.storage import Decision, utcnow
+
+    first, late = await park(orch, 2)
+    with orch.store.session() as s, s.begin():
+        from intelligent_orchestrator.storage.tables import ApprovalRow
+
+        row = s.query(ApprovalRow).filter_by(task_id=late).one()
+        row.expires_at = utcnow() - timedelta(minutes=1)
+    results = orch.store.approve_many(
+        [Decision(task_id=late, comment="too late"), Decision(task_id=first, comment="fine")]
+    )
+    assert isinstance(results[0], ConflictError)
+    assert "expired" in str(results[0])
+    assert not isinstance(results[1], BaseException)
+    approvals, generation, claimed = results[1]
+    assert generation == 1
+    assert claimed is None
+    assert [a.status.value for a in approvals] == ["approved"]
+    assert orch.store.get_task(first).status is TaskStatus.QUEUED
+    assert orch.store.get_task(late).status is TaskStatus.EXPIRED
+    assert [a.status.value for a in orch.store.approvals(late)] == ["expired"]
+    assert orch.store.feedback(late) == []
+    assert [f["text"] for f in orch.store.feedback(first)] == ["fine"]
+
+
+async def test_coalescer_batches_a_burst_and_keeps_results_apart() -> None:
+    calls: list[list[int]] = []
+
+    async def handle(items: list[int]) -> list[int | BaseException]:
+        calls.append(items)
+        await asyncio.sleep(0.01)
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+    c: Coalescer[int, int] = Coalescer(handle)
+    first = await asyncio.gather(*(c.submit(i) for i in range(4)), return_exceptions=True)
+    assert calls == [[0, 1, 2, 3]]
+    assert first[0] == 0
+    assert first[2] == 20
+    assert isinstance(first[1], ValueError)
+    assert str(first[1]) == "odd 1"
+    # items handed over while a call is in flight gather for the next call
+    a = c.submit(4)
+    await asyncio.sleep(0.001)
+    b, d = c.submit(6), c.submit(8)
+    assert await asyncio.gather(a, b, d) == [40, 60, 80]
+    assert calls[1:] == [[4], [6, 8]]
+
+
+async def test_coalescer_fails_every_item_when_the_call_itself_fails() -> None:
+    async def handle(items: list[int]) -> list[int]:
+        raise RuntimeError("database down")
+
+    c: Coalescer[int, int] = Coalescer(handle)
+    results = await asyncio.gather(c.submit(1), c.submit(2), return_exceptions=True)
+    assert [str(r) for r in results] == ["database down", "database down"]
+    # and the next burst is handled again
+    assert isinstance((await asyncio.gather(c.submit(3), return_exceptions=True))[0], RuntimeError)
