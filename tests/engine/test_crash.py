@@ -272,6 +272,7 @@ def test_kill_during_a_batched_resume_finishes_every_task_once(
             timeout=60,
             what="the effects to happen",
         )
+        wait_for(lambda: "batched runs:" in approver.output(), timeout=30, what="approvals")
         assert f"batched runs: [{sorted(ids)!r}]" in approver.output()
         approver.kill9()  # every effect happened, no step finished
         assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))

@@ -11,6 +11,7 @@ import pytest
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
 from intelligent_orchestrator.engine.journal import JournalWriteError, StepJournal
 from intelligent_orchestrator.engine.runtime import Claim
+from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
 from intelligent_orchestrator.tools.spec import ToolContext, tool
@@ -288,3 +289,89 @@ async def test_the_journal_lingers_while_the_loop_is_busy_and_not_when_idle(
     assert first.done()
     await journal.write(batch("idle", "b"))
     assert [len(c) for c in commits[1:]] == [1, 1]
+
+
+async def test_a_held_task_commits_nothing_until_released_and_then_in_order(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = recording(orch.store, monkeypatch)
+    for t in ("held", "free", "failed"):
+        orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
+    journal = StepJournal(orch.store)
+
+    def batch(task_id: str, step: str) -> StepBatch:
+        return StepBatch(
+            task_id=task_id,
+            updates=[StepUpdate(step_id=step, tool="noop", status=StepStatus.SUCCEEDED)],
+        )
+
+    loop = asyncio.get_running_loop()
+    until: asyncio.Future[None] = loop.create_future()
+    journal.hold("held", until=until)
+    first, second = journal.write(batch("held", "a")), journal.write(batch("held", "b"))
+    await journal.write(batch("free", "a"))  # another task's writes are not held
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    assert [[b.task_id for b in c] for c in commits] == [["free"]]
+    until.set_result(None)
+    await asyncio.gather(first, second)
+    held = [[u.step_id for b in c for u in b.updates] for c in commits if c[0].task_id == "held"]
+    assert held == [["a", "b"]]  # queued in order, into one commit
+    assert [r.step_id for r in orch.store.step_runs("held")] == ["a", "b"]
+
+    # A hold that fails refuses what it held, and the task's later writes too.
+    failing: asyncio.Future[None] = loop.create_future()
+    journal.hold("failed", until=failing)
+    held_write = journal.write(batch("failed", "a"))
+    failing.set_exception(RuntimeError("could not record the workflow"))
+    with pytest.raises(JournalWriteError, match="could not record the workflow"):
+        await held_write
+    with pytest.raises(JournalWriteError, match="could not record the workflow"):
+        await journal.write(batch("failed", "b"))
+    assert orch.store.step_runs("failed") == []
+
+
+async def test_a_task_starts_while_its_workflow_is_recorded_and_commits_after_it(
+    orch: Orchestrator,
+) -> None:
+    """Its pure steps run at once; nothing of the task is durable before DBOS has recorded
+    its workflow (so whatever is durable can be recovered); submit returns after both."""
+    host = orch.host
+    assert host is not None
+    launcher: Any = host._launcher  # pyright: ignore[reportPrivateUsage]
+    real = launcher._handle
+    recorded = asyncio.Event()
+    release = asyncio.Event()
+    ws = orch.settings.workspace
+
+    async def slow_record(launches: list[tuple[str, str]]) -> Any:
+        await release.wait()
+        result = await real(launches)
+        recorded.set()
+        return result
+
+    launcher._handle = slow_record
+    submit = asyncio.create_task(
+        orch.submit(
+            plan(
+                {"id": "a", "tool": "noop", "inputs": {"value": 1}},
+                {"id": "b", "tool": "noop", "inputs": {"value": "${steps.a.output.value}"}},
+            )
+        )
+    )
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(runs(ws)) == 2:
+            break
+    assert len(runs(ws)) == 2  # both pure steps ran before the workflow was recorded
+    task_id = ws.joinpath("runs.log").read_text().split()[0]
+    assert not submit.done()
+    with pytest.raises(NotFoundError):
+        orch.store.get_task(task_id)  # and nothing of the task is in the database yet
+    release.set()
+    task = await submit
+    assert recorded.is_set()
+    assert task.task_id == task_id
+    result = await orch.wait(task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    assert runs(ws, task_id) == ["a", "b"]  # not run again

@@ -58,6 +58,7 @@ class StepJournal:
             weakref.WeakKeyDictionary()
         )
         self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
+        self._held: dict[str, list[Item]] = {}  # task id -> writes waiting for its hold
         self._effects: Coalescer[EffectStart, EffectRecord] = Coalescer(
             self._start_effects, name="effects-started"
         )
@@ -74,18 +75,47 @@ class StepJournal:
         """A new run of ``task_id`` starts from what is durable: forget an earlier failure."""
         self._failed.pop(task_id, None)
 
+    def hold(self, task_id: str, *, until: asyncio.Future[None]) -> None:
+        """Keep ``task_id``'s writes out of every commit until ``until`` resolves, then queue
+        them in order; if it fails, refuse them (and the task's later writes) with its error."""
+        held: list[Item] = []
+        self._held[task_id] = held
+
+        def release(f: asyncio.Future[None]) -> None:
+            if self._held.get(task_id) is held:
+                del self._held[task_id]
+            exc = (
+                asyncio.CancelledError("the run's start was abandoned")
+                if f.cancelled()
+                else f.exception()
+            )
+            for batch, fut in held:
+                if exc is not None:
+                    self._refuse(batch, fut, exc)
+                else:
+                    self._queue(batch, fut)
+
+        until.add_done_callback(release)
+
     def write(self, batch: StepBatch) -> asyncio.Future[bool]:
         """Queue ``batch`` for the next commit; the future resolves once it is durable (with
         whether its task update applied) or fails with the reason it was not written."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        held = self._held.get(batch.task_id)
+        if held is not None:
+            held.append((batch, fut))
+        else:
+            self._queue(batch, fut)
+        return fut
+
+    def _queue(self, batch: StepBatch, fut: asyncio.Future[bool]) -> None:
+        loop = fut.get_loop()
         lane = self._lanes.get(loop)
         if lane is None:
             lane = self._lanes[loop] = _Lane()
         lane.pending.append((batch, fut))
         if lane.flusher is None or lane.flusher.done():
             lane.flusher = loop.create_task(self._flush(lane), name="step-journal")
-        return fut
 
     async def _flush(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()

@@ -88,6 +88,8 @@ class Runtime:
     """Tasks this process has just taken for itself (created, or approved, running on its
     executor, to run here at once): that run needs no claim. A recovery or a run elsewhere
     claims as usual."""
+    local_runs: dict[str, asyncio.Task[TaskStatus]] = field(default_factory=dict)
+    """Runs of claimed tasks started here alongside their DBOS workflow (which awaits them)."""
     cancel_check: Coalescer[str, bool] = field(init=False)
     """Whether a task was cancelled, one query for the tasks that start together."""
 
@@ -138,7 +140,16 @@ async def run_task_workflow(task_id: str) -> str:
     The DAG's steps are checkpointed by the scheduler in ``step_runs`` (keyed by step id);
     this workflow makes the run itself durable: DBOS recovers it if the process dies.
     """
-    return (await execute_task(current_runtime(), task_id)).value
+    return (await _run(current_runtime(), task_id)).value
+
+
+async def _run(rt: Runtime, task_id: str) -> TaskStatus:
+    """The workflow's body: the run this process started for the task already (it started
+    with the workflow's record, not after it), or a run of its own (a recovery)."""
+    local = rt.local_runs.get(task_id)
+    if local is not None:
+        return await asyncio.shield(local)
+    return await execute_task(rt, task_id)
 
 
 @DBOS.workflow(name=TASKS_WORKFLOW)
@@ -152,7 +163,7 @@ async def run_tasks_workflow(task_ids: list[str]) -> list[str]:
     """
     rt = current_runtime()
     ended = await asyncio.gather(
-        *(execute_task(rt, task_id) for task_id in task_ids), return_exceptions=True
+        *(_run(rt, task_id) for task_id in task_ids), return_exceptions=True
     )
     statuses: list[str] = []
     for task_id, end in zip(task_ids, ended, strict=True):
@@ -418,6 +429,11 @@ class EngineHost:
             if t is not None:
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
+        if _runtime is not None:  # runs started here stop as in a crash: DBOS resumes them
+            runs = list(_runtime.local_runs.values())
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
         if _runtime is not None and _runtime.journal is not None:
             await _runtime.journal.drain()
         await asyncio.to_thread(self.store.stop_executor, self.executor_id)
@@ -464,12 +480,18 @@ class EngineHost:
             with SetWorkflowID(workflow_id(task_id, generation)):
                 await DBOS.start_workflow_async(run_task_workflow, task_id)
             return
+        # The run starts now, while DBOS records its workflow (a few milliseconds in a
+        # thread); none of its writes is committed before that record is, so whatever of the
+        # task is durable has a workflow to recover it. Only pure steps get ahead: a side
+        # effect waits for its task's writes, and so for the record too.
+        assert rt.journal is not None
         rt.claimed[task_id] = claim
-        try:
-            await self._launcher.submit((workflow_id(task_id, generation), task_id))
-        except BaseException:
-            rt.claimed.pop(task_id, None)
-            raise
+        registered = self._launcher.submit((workflow_id(task_id, generation), task_id))
+        rt.journal.hold(task_id, until=registered)
+        run = asyncio.create_task(execute_task(rt, task_id), name=f"task:{task_id}")
+        rt.local_runs[task_id] = run
+        run.add_done_callback(lambda _: rt.local_runs.pop(task_id, None))
+        await asyncio.shield(registered)
         if claim is not None and claim.stored is not None:
             await claim.stored
 
