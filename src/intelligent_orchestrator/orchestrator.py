@@ -546,10 +546,12 @@ class Orchestrator:
             await self._checked_edits(task_id, edits, editor=decided_by) if edits else (None, [])
         )
         host = await self._local_host(run_here)
-        if host is not None and not revisions:
+        engine = host if host is not None else self.host
+        if engine is not None and not revisions:
             # (Approvals arriving together are decided in one transaction and resumed as one.)
-            _, generation, claimed = await host.approve(
-                Decision(task_id=task_id, comment=comment, decided_by=decided_by, step_id=step_id)
+            _, _, claimed = await engine.approve(
+                Decision(task_id=task_id, comment=comment, decided_by=decided_by, step_id=step_id),
+                here=host is not None,
             )
             return claimed[0] if claimed is not None else await self.get_task(task_id)
         generation, claimed = await asyncio.to_thread(

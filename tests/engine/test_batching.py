@@ -15,7 +15,9 @@ from intelligent_orchestrator.engine.batching import Coalescer
 from intelligent_orchestrator.engine.runtime import TASK_WORKFLOW, TASKS_WORKFLOW
 from intelligent_orchestrator.errors import ConflictError, NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store
+from intelligent_orchestrator.tools.registry import ToolRegistry
 from tests.support.tools import outbox, runs
 
 MAIL = ExecutionPlan.model_validate(
@@ -79,7 +81,7 @@ async def test_approvals_arriving_together_resume_as_one(
     new = [w for w in await asyncio.to_thread(DBOS.list_workflows) if w.workflow_id not in before]
     assert [(w.name, w.status) for w in new] == [(TASKS_WORKFLOW, "SUCCESS")]
     assert new[0].input is not None
-    assert sorted(new[0].input["args"][0]) == sorted(ids)
+    assert sorted(new[0].input["args"][0]) == sorted((t, 1) for t in ids)  # (task, generation)
     assert new[0].output == ["succeeded"] * 5
 
 
@@ -193,3 +195,122 @@ async def test_coalescer_fails_every_item_when_the_call_itself_fails() -> None:
     assert [str(r) for r in results] == ["database down", "database down"]
     # and the next burst is handled again
     assert isinstance((await asyncio.gather(c.submit(3), return_exceptions=True))[0], RuntimeError)
+
+
+def test_a_batch_stopped_with_its_process_is_resumed_when_the_executor_restarts(
+    settings: Settings, registry: ToolRegistry
+) -> None:
+    """A graceful stop interrupts a batch's runs like a crash: the batch's workflow stays
+    pending (it is not recorded as finished), and the executor's restart resumes every task.
+    (Two event loops: DBOS shuts the loop's default executor down when it stops.)"""
+    ws = settings.workspace
+    slow = ExecutionPlan.model_validate(
+        {
+            "name": "slow",
+            "steps": [
+                {"id": "a", "tool": "noop", "inputs": {"value": 1}},
+                {"id": "b", "tool": "sleep", "inputs": {"seconds": 30, "retry_seconds": 0.05}},
+            ],
+        }
+    )
+
+    async def first() -> tuple[list[str], str]:
+        orch = Orchestrator(settings, registry=registry)
+        await orch.start_engine(kind="test", listen=False, executor_id="restarting")
+        try:
+            tasks = await asyncio.gather(orch.submit(slow), orch.submit(slow))
+            ids = [t.task_id for t in tasks]
+            for _ in range(200):
+                if all((ws / f"started-{t}-b").exists() for t in ids):
+                    break
+                await asyncio.sleep(0.02)
+            (batch,) = await asyncio.to_thread(DBOS.list_workflows, name=TASKS_WORKFLOW)
+        finally:
+            await orch.close()
+        assert {orch.store.get_task(t).status for t in ids} == {TaskStatus.RUNNING}
+        return ids, batch.workflow_id
+
+    async def second(ids: list[str], batch: str) -> None:
+        again = Orchestrator(settings, registry=registry)
+        await again.start_engine(kind="test", listen=False, executor_id="restarting")
+        try:
+            for t in ids:
+                assert (await again.wait(t, timeout=60)).task.status is TaskStatus.SUCCEEDED
+                assert runs(ws, t) == ["a", "b", "b"]  # a was durable; b ran again
+            (after,) = await asyncio.to_thread(DBOS.list_workflows, workflow_ids=[batch])
+            assert after.status == "SUCCESS"
+        finally:
+            await again.close()
+
+    ids, batch = asyncio.run(first())
+    asyncio.run(second(ids, batch))
+
+
+def test_a_claim_for_a_generation_the_task_has_left_takes_nothing(orch: Orchestrator) -> None:
+    task = orch.store.create_task(MAIL, executor_id="ex")
+    orch.store.update_task(task.task_id, status=TaskStatus.AWAITING_APPROVAL)
+    with orch.store.session() as s, s.begin():
+        from intelligent_orchestrator.storage.tables import TaskRow
+
+        row = s.get(TaskRow, task.task_id)
+        assert row is not None
+        row.run_generation = 2  # approved twice since generation 0 started
+    assert orch.store.claim_task(task.task_id, executor_id="late", generation=0) is None
+    assert orch.store.get_task(task.task_id).status is TaskStatus.AWAITING_APPROVAL
+    claimed = orch.store.claim_task(task.task_id, executor_id="late", generation=2)
+    assert claimed is not None
+    assert claimed[0].status is TaskStatus.RUNNING
+
+
+async def test_a_batch_of_approvals_that_fails_as_a_whole_is_decided_one_by_one(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await park(orch, 3)
+    real = orch.store.approve_many
+    sizes: list[int] = []
+
+    def deadlocking(decisions: Any, **kwargs: Any) -> Any:
+        sizes.append(len(decisions))
+        if len(decisions) > 1:
+            raise RuntimeError("deadlock detected")
+        return real(decisions, **kwargs)
+
+    monkeypatch.setattr(orch.store, "approve_many", deadlocking)
+    results = await asyncio.gather(
+        orch.approve(ids[0]),
+        orch.approve("no-such-task"),
+        orch.approve(ids[1]),
+        return_exceptions=True,
+    )
+    assert sizes == [3, 1, 1, 1]
+    assert isinstance(results[1], NotFoundError)
+    for i in (0, 2):
+        assert not isinstance(results[i], BaseException)
+    for tid in ids[:2]:
+        assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    assert orch.store.get_task(ids[2]).status is TaskStatus.AWAITING_APPROVAL
+
+
+async def test_approvals_on_a_process_that_works_the_queue_are_decided_together(
+    settings: Settings, registry: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``orchestrator serve`` (or a worker): approvals share one transaction, and each task
+    resumes through the shared queue, as its own workflow."""
+    orch = Orchestrator(settings, registry=registry)
+    await orch.start_engine(kind="test", listen=True)
+    try:
+        ids = await park(orch, 3)
+        decided = spy(orch.store, monkeypatch, "approve_many")
+        tasks = await asyncio.gather(*(orch.approve(t) for t in ids))
+        assert [[d.task_id for d in call] for call in decided] == [ids]
+        assert {t.status for t in tasks} <= {TaskStatus.QUEUED, TaskStatus.RUNNING}
+        for tid in ids:
+            assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
+        queued = await asyncio.to_thread(DBOS.list_workflows, workflow_ids=[f"{t}:g1" for t in ids])
+        assert (
+            sorted((w.name, w.queue_name, w.status) for w in queued)
+            == [(TASK_WORKFLOW, "tasks", "SUCCESS")] * 3
+        )
+        assert sorted(outbox(orch.settings.workspace)) == sorted(f"{t}:send hi" for t in ids)
+    finally:
+        await orch.close()

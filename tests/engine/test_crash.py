@@ -227,7 +227,7 @@ async def main():
     await orch.start_engine(kind="approver", listen=False)
     await asyncio.gather(*(orch.approve(t, run_here=True) for t in sys.argv[1:]))
     batches = await asyncio.to_thread(DBOS.list_workflows, name="tasks.run")
-    print("batched runs:", [sorted(w.input["args"][0]) for w in batches], flush=True)
+    print("batched runs:", [sorted(t for t, _ in w.input["args"][0]) for w in batches], flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())

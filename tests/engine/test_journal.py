@@ -15,7 +15,7 @@ from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
 from intelligent_orchestrator.tools.spec import ToolContext, tool
-from tests.support.tools import runs
+from tests.support.tools import outbox, runs
 
 
 def plan(*steps: dict[str, Any]) -> ExecutionPlan:
@@ -344,7 +344,7 @@ async def test_a_task_starts_while_its_workflow_is_recorded_and_commits_after_it
     release = asyncio.Event()
     ws = orch.settings.workspace
 
-    async def slow_record(launches: list[tuple[str, str]]) -> Any:
+    async def slow_record(launches: list[tuple[str, int]]) -> Any:
         await release.wait()
         result = await real(launches)
         recorded.set()
@@ -359,19 +359,92 @@ async def test_a_task_starts_while_its_workflow_is_recorded_and_commits_after_it
             )
         )
     )
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if len(runs(ws)) == 2:
-            break
-    assert len(runs(ws)) == 2  # both pure steps ran before the workflow was recorded
-    task_id = ws.joinpath("runs.log").read_text().split()[0]
-    assert not submit.done()
-    with pytest.raises(NotFoundError):
-        orch.store.get_task(task_id)  # and nothing of the task is in the database yet
-    release.set()
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(runs(ws)) == 2:
+                break
+        assert len(runs(ws)) == 2  # both pure steps ran before the workflow was recorded
+        task_id = ws.joinpath("runs.log").read_text().split()[0]
+        assert not submit.done()
+        with pytest.raises(NotFoundError):
+            orch.store.get_task(task_id)  # and nothing of the task is in the database yet
+    finally:
+        release.set()  # (else the engine's stop would wait for the launch forever)
     task = await submit
     assert recorded.is_set()
     assert task.task_id == task_id
     result = await orch.wait(task_id, timeout=60)
     assert result.task.status is TaskStatus.SUCCEEDED
     assert runs(ws, task_id) == ["a", "b"]  # not run again
+
+
+def _slow_launcher(orch: Orchestrator, release: asyncio.Event, *, fail: bool = False) -> None:
+    """Make the host's DBOS workflow records wait for ``release`` (and then fail, if asked)."""
+    host = orch.host
+    assert host is not None
+    launcher: Any = host._launcher  # pyright: ignore[reportPrivateUsage]
+    real = launcher._handle
+
+    async def slow(launches: list[tuple[str, int]]) -> Any:
+        await release.wait()
+        if fail:
+            raise RuntimeError("system database unavailable")
+        return await real(launches)
+
+    launcher._handle = slow
+
+
+async def test_a_side_effect_waits_for_its_tasks_workflow_record(orch: Orchestrator) -> None:
+    """Resumed after approval, the gated side effect is the run's first step (nothing is
+    written before it): it still waits for the run's workflow record."""
+    ws = orch.settings.workspace
+    task = await orch.submit(plan({"id": "send", "tool": "deliver", "inputs": {"message": "hi"}}))
+    assert (await orch.wait(task.task_id, timeout=60)).task.status is TaskStatus.AWAITING_APPROVAL
+    release = asyncio.Event()
+    _slow_launcher(orch, release)
+    approve = asyncio.create_task(orch.approve(task.task_id))
+    try:
+        await asyncio.sleep(0.3)
+        assert runs(ws, task.task_id) == []
+        assert not ws.joinpath("outbox.log").exists()
+        assert not approve.done()
+    finally:
+        release.set()
+    await approve
+    assert (await orch.wait(task.task_id, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    assert outbox(ws) == [f"{task.task_id}:send hi"]
+
+
+async def test_a_run_whose_workflow_cannot_be_recorded_stops_and_leaves_nothing(
+    orch: Orchestrator,
+) -> None:
+    release = asyncio.Event()
+    _slow_launcher(orch, release, fail=True)
+    ws = orch.settings.workspace
+    submit = asyncio.create_task(
+        orch.submit(
+            plan(
+                {"id": "a", "tool": "noop", "inputs": {"value": 1}},
+                {"id": "b", "tool": "sleep", "inputs": {"seconds": 0.3}},
+                {"id": "send", "tool": "deliver", "inputs": {"message": "hi"}},
+            ),
+            auto_approve=True,
+        )
+    )
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(runs(ws)) == 2:
+                break
+        task_id = ws.joinpath("runs.log").read_text().split()[0]
+    finally:
+        release.set()
+    with pytest.raises(RuntimeError, match="system database unavailable"):
+        await submit
+    await asyncio.sleep(0.5)  # b would have finished and send started by now
+    with pytest.raises(NotFoundError):
+        orch.store.get_task(task_id)
+    assert orch.store.step_runs(task_id) == []
+    assert sorted(runs(ws, task_id)) == ["a", "b"]  # the side effect never ran
+    assert not ws.joinpath("outbox.log").exists()

@@ -342,6 +342,28 @@ def test_the_judge_rubric_output_is_small() -> None:
     assert json.dumps(schema).count('"maximum": 5') == 4
 
 
+async def test_a_refinement_that_scores_lower_puts_the_better_result_up_for_review(
+    make: Callable[..., Any],
+) -> None:
+    h = await make(
+        Model(linkedin_verdicts=[verdict(2), verdict(1)], linkedin_drafts=[POST, POST_FIXED])
+    )
+    task_id = await h.start(request_plan(publish=False), auto_approve=True)
+    task = await h.orch.get_task(task_id)
+    assert task.status is TaskStatus.AWAITING_APPROVAL
+    assert task.needs_human
+    assert task.round == 2  # a fresh round: round numbers are never reused
+    review = await h.orch.review(task_id)
+    assert [(a["round"], a["passed"]) for a in review.attempts] == [(0, False), (1, False)]
+    assert review.attempts[1]["score"] < review.attempts[0]["score"]
+    linkedin = next(v for v in review.variants if v.key == "linkedin")
+    assert "Spring sale starts Monday!" in linkedin.text  # round 0's draft, not round 1's
+    runs = {r.step_id: r for r in h.orch.store.step_runs(task_id)}
+    assert runs["write_linkedin"].output["body"] == POST["body"]
+    kept = [(r, run.output["body"]) for r, run in h.orch.store.step_history(task_id)]
+    assert kept == [(1, POST_FIXED["body"])]  # the worse attempt is kept
+
+
 async def test_a_refinement_that_fails_puts_the_previous_result_up_for_review(
     make: Callable[..., Any],
 ) -> None:

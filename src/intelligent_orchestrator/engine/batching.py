@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -27,17 +29,34 @@ class Coalescer(Generic[T, R]):
         self._handle = handle
         self._linger = linger
         self._name = name
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[T, asyncio.Future[R]]]] = {}
-        self._flushers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self._pending: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[tuple[T, asyncio.Future[R]]]
+        ] = weakref.WeakKeyDictionary()
+        self._flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def submit(self, item: T) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        self._pending.setdefault(loop, []).append((item, fut))
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+        pending.append((item, fut))
         flusher = self._flushers.get(loop)
         if flusher is None or flusher.done():
-            self._flushers[loop] = loop.create_task(self._flush(loop), name=self._name)
+            # (In a context of its own: not the first caller's, whose context variables, a
+            # DBOS workflow's for one, must not leak into every item's handling.)
+            self._flushers[loop] = loop.create_task(
+                self._flush(loop), name=self._name, context=contextvars.Context()
+            )
         return fut
+
+    async def drain(self) -> None:
+        """Wait until every item submitted on this loop so far is handled."""
+        loop = asyncio.get_running_loop()
+        while (flusher := self._flushers.get(loop)) is not None and not flusher.done():
+            await asyncio.shield(flusher)
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -45,14 +64,25 @@ class Coalescer(Generic[T, R]):
                 await asyncio.sleep(0)
             batch = self._pending.pop(loop, [])
             if not batch:
-                self._flushers.pop(loop, None)
                 return
             try:
-                results = await self._handle([item for item, _ in batch])
-            except Exception as exc:
+                results = list(await self._handle([item for item, _ in batch]))
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"{self._name}: {len(results)} results for {len(batch)} items"
+                    )
+            except BaseException as exc:
+                # Every caller hears of it (none is left waiting); only a plain error lets
+                # the next batch go on.
                 for _, fut in batch:
-                    if not fut.done():
+                    if fut.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
                         fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
                 continue
             for (_, fut), result in zip(batch, results, strict=True):
                 if fut.done():  # the caller gave up waiting

@@ -59,6 +59,7 @@ class StepJournal:
         )
         self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
         self._held: dict[str, list[Item]] = {}  # task id -> writes waiting for its hold
+        self._holds: dict[str, asyncio.Future[None]] = {}  # task id -> what it waits for
         self._effects: Coalescer[EffectStart, EffectRecord] = Coalescer(
             self._start_effects, name="effects-started"
         )
@@ -72,23 +73,31 @@ class StepJournal:
         return await asyncio.to_thread(self.store.effects_started, starts)
 
     def begin(self, task_id: str) -> None:
-        """A new run of ``task_id`` starts from what is durable: forget an earlier failure."""
-        self._failed.pop(task_id, None)
+        """A new run of ``task_id`` starts from what is durable: forget an earlier failure
+        (unless the run is held: its hold has forgotten it, and a failed hold must stand)."""
+        if task_id not in self._holds:
+            self._failed.pop(task_id, None)
 
     def hold(self, task_id: str, *, until: asyncio.Future[None]) -> None:
         """Keep ``task_id``'s writes out of every commit until ``until`` resolves, then queue
         them in order; if it fails, refuse them (and the task's later writes) with its error."""
         held: list[Item] = []
+        self._failed.pop(task_id, None)  # a new run starts from what is durable
         self._held[task_id] = held
+        self._holds[task_id] = until
 
         def release(f: asyncio.Future[None]) -> None:
             if self._held.get(task_id) is held:
                 del self._held[task_id]
+            if self._holds.get(task_id) is until:
+                del self._holds[task_id]
             exc = (
                 asyncio.CancelledError("the run's start was abandoned")
                 if f.cancelled()
                 else f.exception()
             )
+            if exc is not None:
+                self._fail(task_id, exc)  # and every later write of the run too
             for batch, fut in held:
                 if exc is not None:
                     self._refuse(batch, fut, exc)
@@ -96,6 +105,14 @@ class StepJournal:
                     self._queue(batch, fut)
 
         until.add_done_callback(release)
+
+    async def released(self, task_id: str) -> None:
+        """Wait until ``task_id``'s hold (if any) is released; raise if it failed."""
+        until = self._holds.get(task_id)
+        if until is not None:
+            await asyncio.shield(until)
+        if task_id in self._failed:
+            raise JournalWriteError(str(self._failed[task_id]))
 
     def write(self, batch: StepBatch) -> asyncio.Future[bool]:
         """Queue ``batch`` for the next commit; the future resolves once it is durable (with
@@ -163,13 +180,16 @@ class StepJournal:
                 fut.set_result(ok)
 
     def _refuse(self, batch: StepBatch, fut: asyncio.Future[bool], exc: BaseException) -> None:
-        if batch.task_id not in self._failed:
-            logger.error("could not record the steps of task %s: %s", batch.task_id, exc)
-            if len(self._failed) >= 10_000:  # runs that never came back: forget the oldest
-                self._failed.pop(next(iter(self._failed)))
-            self._failed[batch.task_id] = exc
+        self._fail(batch.task_id, exc)
         if not fut.done():
             fut.set_exception(JournalWriteError(str(exc)))
+
+    def _fail(self, task_id: str, exc: BaseException) -> None:
+        if task_id not in self._failed:
+            logger.error("could not record the steps of task %s: %s", task_id, exc)
+            if len(self._failed) >= 10_000:  # runs that never came back: forget the oldest
+                self._failed.pop(next(iter(self._failed)))
+            self._failed[task_id] = exc
 
     async def drain(self) -> None:
         """Wait until everything this loop queued so far is written."""

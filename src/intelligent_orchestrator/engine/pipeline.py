@@ -354,6 +354,24 @@ class Pipeline:
         why = self._stop_refining(history, current, faulty)
         if why is not None:
             logger.info("escalating to a person: %s", why, extra={"task_id": self.task_id})
+            earlier = [a for _, a in history if a.round == round_ - 1]
+            if round_ > 0 and earlier and current.overall_score < earlier[-1].overall_score:
+                # The refinement made it worse: the person reviews the better result.
+                logger.info(
+                    "round %d scored lower than round %d (%s < %s); the result of round %d "
+                    "goes to review",
+                    round_,
+                    round_ - 1,
+                    current.overall_score,
+                    earlier[-1].overall_score,
+                    round_ - 1,
+                    extra={"task_id": self.task_id},
+                )
+                await self._db(self.store.restore_round, self.task_id, round_ - 1)
+                timings = self._phase_ms
+                self.task = await self._db(self.store.get_task, self.task_id)
+                self.task.plan.metadata["phase_ms"] = timings
+                return P.FORMAT
             await self._set(needs_human=True)
             return P.FORMAT
         rerun = descendants(self.split.content, faulty)

@@ -143,30 +143,36 @@ async def run_task_workflow(task_id: str) -> str:
     return (await _run(current_runtime(), task_id)).value
 
 
-async def _run(rt: Runtime, task_id: str) -> TaskStatus:
+async def _run(rt: Runtime, task_id: str, generation: int | None = None) -> TaskStatus:
     """The workflow's body: the run this process started for the task already (it started
     with the workflow's record, not after it), or a run of its own (a recovery)."""
     local = rt.local_runs.get(task_id)
     if local is not None:
         return await asyncio.shield(local)
-    return await execute_task(rt, task_id)
+    return await execute_task(rt, task_id, generation=generation)
 
 
 @DBOS.workflow(name=TASKS_WORKFLOW)
-async def run_tasks_workflow(task_ids: list[str]) -> list[str]:
+async def run_tasks_workflow(runs: list[tuple[str, int]]) -> list[str]:
     """One durable run of several tasks that this process took for itself at the same moment
-    (created or approved together): one DBOS workflow record and outcome for all of them.
+    (created or approved together, each ``(task id, run generation)``): one DBOS workflow
+    record and outcome for all of them.
 
     Each task is run as by ``run_task_workflow``, concurrently, and one task's crash does not
-    stop the others. A recovered run re-runs each task from its durable steps; a task that has
-    finished meanwhile is left as it is.
+    stop the others. A recovered run re-runs each task from its durable steps, unless the task
+    has finished or moved on to a later generation meanwhile (parked and approved again: that
+    run is its own workflow). A run stopped with the process (cancelled) leaves the workflow
+    pending, so that it is recovered.
     """
     rt = current_runtime()
     ended = await asyncio.gather(
-        *(_run(rt, task_id) for task_id in task_ids), return_exceptions=True
+        *(_run(rt, task_id, generation) for task_id, generation in runs),
+        return_exceptions=True,
     )
     statuses: list[str] = []
-    for task_id, end in zip(task_ids, ended, strict=True):
+    for (task_id, _), end in zip(runs, ended, strict=True):
+        if isinstance(end, BaseException) and not isinstance(end, Exception):
+            raise end
         if isinstance(end, BaseException):
             logger.error("the run of task %s crashed: %r", task_id, end, exc_info=end)
             statuses.append("crashed")
@@ -175,25 +181,31 @@ async def run_tasks_workflow(task_ids: list[str]) -> list[str]:
     return statuses
 
 
-async def execute_task(rt: Runtime, task_id: str) -> TaskStatus:
+async def execute_task(rt: Runtime, task_id: str, *, generation: int | None = None) -> TaskStatus:
+    """Run the task: as claimed here (``rt.claimed``), or claimed now (of ``generation``, if
+    given: a later generation's run owns the task)."""
     claim = rt.claimed.pop(task_id, None)
     if claim is None or claim.stored is None:
-        return await _execute(rt, task_id, claim)
+        return await _execute(rt, task_id, claim, generation)
     try:
-        return await _execute(rt, task_id, claim)
+        return await _execute(rt, task_id, claim, generation)
     finally:
         if not claim.stored.done():  # an early end must not leave the submitter waiting
             claim.stored.set_exception(RuntimeError("the task's run ended before it was stored"))
 
 
-async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus:
+async def _execute(
+    rt: Runtime, task_id: str, claim: Claim | None, generation: int | None
+) -> TaskStatus:
     store = rt.store
     # (A task created here a moment ago is known to no one yet but its submitter.)
     if claim is not None and claim.create is None and await rt.cancel_check.submit(task_id):
         return TaskStatus.CANCELLED  # cancelled between its claim and this start
     if claim is None:
         try:
-            claimed = await asyncio.to_thread(store.claim_task, task_id, executor_id=rt.executor_id)
+            claimed = await asyncio.to_thread(
+                store.claim_task, task_id, executor_id=rt.executor_id, generation=generation
+            )
         except NotFoundError:
             # A run recovered after a crash between its start and the task's first commit:
             # the submit never returned, the task does not exist.
@@ -206,6 +218,10 @@ async def _execute(rt: Runtime, task_id: str, claim: Claim | None) -> TaskStatus
     plan = task.plan
     plain = not plan.pending and not plan.requires_approval
     plain = plain and not (plan.uses_pipeline and rt.settings.quality.enabled)
+    if not plain and rt.journal is not None:
+        # A run started before its workflow's record writes to the database directly from
+        # here on (approvals, phases): not before that record is durable.
+        await rt.journal.released(task_id)
     if claim.create is not None and not plain:
         await _store_new(rt, claim)
     if task.plan.pending:
@@ -310,19 +326,20 @@ def default_executor_id(kind: str) -> str:
     return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def _launch(launches: list[tuple[str, str]]) -> list[None]:
-    """Start the runs of tasks claimed here at the same moment (workflow id, task id) as ONE
-    DBOS workflow: DBOS writes a record before and an outcome after every workflow, a few
+async def _launch(launches: list[tuple[str, int]]) -> list[None]:
+    """Start the runs of tasks claimed here at the same moment (task id, run generation) as
+    ONE DBOS workflow: DBOS writes a record before and an outcome after every workflow, a few
     milliseconds of CPU each, which would otherwise be paid per task in a burst of submits or
     approvals. A lone task keeps its own workflow, named as usual."""
     if len(launches) == 1:
-        wf_id, task_id = launches[0]
-        with SetWorkflowID(wf_id):
+        task_id, generation = launches[0]
+        with SetWorkflowID(workflow_id(task_id, generation)):
             await DBOS.start_workflow_async(run_task_workflow, task_id)
     else:
         # Unique: a task's run generation is claimed by one process, once.
-        with SetWorkflowID(f"{launches[0][0]}+{len(launches)}"):
-            await DBOS.start_workflow_async(run_tasks_workflow, [t for _, t in launches])
+        first, generation = launches[0]
+        with SetWorkflowID(f"{workflow_id(first, generation)}+{len(launches)}"):
+            await DBOS.start_workflow_async(run_tasks_workflow, list(launches))
     return [None] * len(launches)
 
 
@@ -359,8 +376,8 @@ class EngineHost:
         self._lease_task: asyncio.Task[None] | None = None
         self._cancel_task: asyncio.Task[None] | None = None
         self._sys_engine: Any = None
-        self._launcher: Coalescer[tuple[str, str], None] = Coalescer(_launch, name="task-launcher")
-        self._approver: Coalescer[Decision, Decided] = Coalescer(
+        self._launcher: Coalescer[tuple[str, int], None] = Coalescer(_launch, name="task-launcher")
+        self._approver: Coalescer[tuple[Decision, bool], Decided] = Coalescer(
             self._approve_batch, name="approver"
         )
 
@@ -429,7 +446,11 @@ class EngineHost:
             if t is not None:
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
-        if _runtime is not None:  # runs started here stop as in a crash: DBOS resumes them
+        # Approvals and launches under way finish first (a claimed task gets its record),
+        # then the runs started here stop as in a crash: DBOS resumes them.
+        await self._approver.drain()
+        await self._launcher.drain()
+        if _runtime is not None:
             runs = list(_runtime.local_runs.values())
             for run in runs:
                 run.cancel()
@@ -483,39 +504,85 @@ class EngineHost:
         # The run starts now, while DBOS records its workflow (a few milliseconds in a
         # thread); none of its writes is committed before that record is, so whatever of the
         # task is durable has a workflow to recover it. Only pure steps get ahead: a side
-        # effect waits for its task's writes, and so for the record too.
+        # effect, an approval request or a phase change waits for the record (and if the
+        # record fails, the run is cancelled).
         assert rt.journal is not None
         rt.claimed[task_id] = claim
-        registered = self._launcher.submit((workflow_id(task_id, generation), task_id))
+        registered = self._launcher.submit((task_id, generation))
         rt.journal.hold(task_id, until=registered)
         run = asyncio.create_task(execute_task(rt, task_id), name=f"task:{task_id}")
         rt.local_runs[task_id] = run
-        run.add_done_callback(lambda _: rt.local_runs.pop(task_id, None))
+
+        def forget(_: object) -> None:
+            if rt.local_runs.get(task_id) is run:
+                del rt.local_runs[task_id]
+
+        def unrecorded(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                run.cancel()  # no record, no run: nothing of it may become durable
+
+        run.add_done_callback(forget)
+        registered.add_done_callback(unrecorded)
         await asyncio.shield(registered)
         if claim is not None and claim.stored is not None:
             await claim.stored
 
-    async def approve(self, decision: Decision) -> Decided:
-        """Approve (``Store.approve_and_claim``) and, once no gate waits, resume the task here.
-        Approvals that arrive together share one transaction and their resumed runs one DBOS
-        workflow."""
-        return await self._approver.submit(decision)
+    async def approve(self, decision: Decision, *, here: bool = True) -> Decided:
+        """Approve (``Store.approve_and_claim``) and, once no gate waits, resume the task: here
+        (claimed by this executor), or through the shared queue. Approvals that arrive
+        together share one transaction, and the runs they resume here one DBOS workflow."""
+        return await self._approver.submit((decision, here))
 
-    async def _approve_batch(self, decisions: list[Decision]) -> list[Decided | BaseException]:
-        results: list[Decided | BaseException] = list(
-            await asyncio.to_thread(
-                self.store.approve_many, decisions, executor_id=self.executor_id
+    async def _approve_batch(
+        self, items: list[tuple[Decision, bool]]
+    ) -> list[Decided | BaseException]:
+        results: list[Decided | BaseException] = [RuntimeError("not decided")] * len(items)
+        for here in (True, False):
+            group = [i for i, (_, h) in enumerate(items) if h is here]
+            if group:
+                decided = await self._decide([items[i][0] for i in group], here=here)
+                for i, r in zip(group, decided, strict=True):
+                    results[i] = r
+        return results
+
+    async def _decide(
+        self, decisions: list[Decision], *, here: bool
+    ) -> list[Decided | BaseException]:
+        claim_for = self.executor_id if here else None
+        results: list[Decided | BaseException]
+        try:
+            results = list(
+                await asyncio.to_thread(self.store.approve_many, decisions, executor_id=claim_for)
             )
-        )
-        starts = {
-            i: self.start_task(
-                r[2][0].task_id, r[1], claim=Claim(task=r[2][0], runs=r[2][1], approved=r[0])
-            )
-            for i, r in enumerate(results)
-            if isinstance(r, tuple) and r[1] is not None and r[2] is not None
+        except Exception:
+            if len(decisions) == 1:
+                raise
+            # (A deadlock or a bad row must not fail every approval of the batch: decide each
+            # on its own. One the failed commit did apply is refused as no longer waiting.)
+            logger.warning("deciding %d approvals together failed; one by one", len(decisions))
+            results = []
+            for d in decisions:
+                try:
+                    results += await asyncio.to_thread(
+                        self.store.approve_many, [d], executor_id=claim_for
+                    )
+                except Exception as exc:
+                    results.append(exc)
+        resumed: dict[int, tuple[Decided, int]] = {
+            i: (r, r[1]) for i, r in enumerate(results) if isinstance(r, tuple) and r[1] is not None
         }
-        started = await asyncio.gather(*starts.values(), return_exceptions=True)
-        for i, outcome in zip(starts, started, strict=True):
+        started = await asyncio.gather(
+            *(
+                self.start_task(
+                    r[2][0].task_id, gen, claim=Claim(task=r[2][0], runs=r[2][1], approved=r[0])
+                )
+                if r[2] is not None
+                else self.enqueue_task(decisions[i].task_id, gen)
+                for i, (r, gen) in resumed.items()
+            ),
+            return_exceptions=True,
+        )
+        for i, outcome in zip(resumed, started, strict=True):
             if isinstance(outcome, BaseException):
                 results[i] = outcome
         return results

@@ -349,7 +349,10 @@ class DagRun:
         self._unflushed.append(written)
 
     async def _durable(self) -> None:
-        """Wait until every transition handed over so far is durable."""
+        """Wait until every transition handed over so far is durable, and the run itself is
+        (a run started before its workflow's record is held until that record is)."""
+        assert self.journal is not None
+        await self.journal.released(self.task_id)
         if self._unflushed:
             await asyncio.wait(list(self._unflushed))
         self._raise_failed_writes()

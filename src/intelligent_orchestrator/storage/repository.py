@@ -276,10 +276,13 @@ class Store:
                 raise NotFoundError("task", task_id)
             return _task(row)
 
-    def claim_task(self, task_id: str, *, executor_id: str) -> tuple[Task, list[StepRun]] | None:
+    def claim_task(
+        self, task_id: str, *, executor_id: str, generation: int | None = None
+    ) -> tuple[Task, list[StepRun]] | None:
         """Mark a task running on this executor and load it with its step runs.
 
-        None when the task is finished (or cancelled) and must not run.
+        None when the task is finished (or cancelled) and must not run, or, with
+        ``generation``, when it has moved on to another run generation.
         """
         now = utcnow()
         runnable = [
@@ -293,6 +296,9 @@ class Store:
                 s.execute(
                     sa.update(TaskRow)
                     .where(TaskRow.task_id == task_id, TaskRow.status.in_(runnable))
+                    .where(
+                        sa.true() if generation is None else TaskRow.run_generation == generation
+                    )
                     .values(
                         status=TaskStatus.RUNNING.value,
                         executor_id=executor_id,
