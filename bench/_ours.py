@@ -1,4 +1,4 @@
-"""Our engine through the public facade: Orchestrator.submit / approve, one DBOS workflow per task."""
+"""Our engine through the public facade: Orchestrator.submit / approve (a DBOS workflow per task, or per group started together)."""
 
 from __future__ import annotations
 
