@@ -539,10 +539,14 @@ class EngineHost:
         results: list[Decided | BaseException] = [RuntimeError("not decided")] * len(items)
         for here in (True, False):
             group = [i for i, (_, h) in enumerate(items) if h is here]
-            if group:
+            if not group:
+                continue
+            try:
                 decided = await self._decide([items[i][0] for i in group], here=here)
-                for i, r in zip(group, decided, strict=True):
-                    results[i] = r
+            except Exception as exc:  # (the other group's decisions stand)
+                decided = [exc] * len(group)
+            for i, r in zip(group, decided, strict=True):
+                results[i] = r
         return results
 
     async def _decide(
