@@ -367,7 +367,9 @@ class Pipeline:
                     round_ - 1,
                     extra={"task_id": self.task_id},
                 )
-                await self._db(self.store.restore_round, self.task_id, round_ - 1)
+                await self._db(
+                    self.store.restore_round, self.task_id, round_ - 1, assessment=earlier[-1]
+                )
                 timings = self._phase_ms
                 self.task = await self._db(self.store.get_task, self.task_id)
                 self.task.plan.metadata["phase_ms"] = timings

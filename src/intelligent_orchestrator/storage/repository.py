@@ -1093,11 +1093,15 @@ class Store:
             task.status = TaskStatus.QUEUED.value
             return task.run_generation
 
-    def restore_round(self, task_id: str, round_: int) -> list[str]:
-        """A refinement round (``round_+1``) failed: its runs go to ``step_history`` under
-        that round and the runs of ``round_`` come back, so the result a person reviews is the
-        last one that was whole. The task moves on to a fresh round ``round_+2`` (a round
-        number is never reused: its review gate may already hold a decision), escalated.
+    def restore_round(
+        self, task_id: str, round_: int, *, assessment: QualityAssessment | None = None
+    ) -> list[str]:
+        """A refinement round (``round_+1``) failed or scored lower: its runs go to
+        ``step_history`` under that round and the runs of ``round_`` come back, so the result
+        a person reviews is the last one that was whole (or the better one). The task moves on
+        to a fresh round ``round_+2`` (a round number is never reused: its review gate may
+        already hold a decision), escalated. ``assessment``: round ``round_``'s, stored again
+        as the fresh round's (trigger ``restored``), so the result and its assessment match.
         Returns the steps restored."""
         now = utcnow()
         with self.session() as s, s.begin():
@@ -1140,6 +1144,20 @@ class Store:
             task.needs_human = True
             task.phase = PipelinePhase.FORMAT.value
             task.updated_at = now
+            if assessment is not None:
+                again = assessment.model_copy(update={"round": task.round})
+                s.add(
+                    AssessmentRow(
+                        task_id=task_id,
+                        round=again.round,
+                        trigger="restored",
+                        overall=again.overall_score,
+                        passed=again.passed,
+                        body=again.model_dump(mode="json"),
+                        created_at=now,
+                    )
+                )
+                task.quality_score = again.overall_score
             return restored
 
     def step_history(self, task_id: str) -> list[tuple[int, StepRun]]:
