@@ -58,8 +58,8 @@ class StepJournal:
             weakref.WeakKeyDictionary()
         )
         self._failed: dict[str, BaseException] = {}  # task id -> why its writes stopped
-        self._held: dict[str, list[Item]] = {}  # task id -> writes waiting for its hold
-        self._holds: dict[str, asyncio.Future[None]] = {}  # task id -> what it waits for
+        # task id -> (what its writes wait for, the writes waiting)
+        self._held: dict[str, tuple[asyncio.Future[None], list[Item]]] = {}
         self._effects: Coalescer[EffectStart, EffectRecord] = Coalescer(
             self._start_effects, name="effects-started"
         )
@@ -75,7 +75,7 @@ class StepJournal:
     def begin(self, task_id: str) -> None:
         """A new run of ``task_id`` starts from what is durable: forget an earlier failure
         (unless the run is held: its hold has forgotten it, and a failed hold must stand)."""
-        if task_id not in self._holds:
+        if task_id not in self._held:
             self._failed.pop(task_id, None)
 
     def hold(self, task_id: str, *, until: asyncio.Future[None]) -> None:
@@ -83,14 +83,11 @@ class StepJournal:
         them in order; if it fails, refuse them (and the task's later writes) with its error."""
         held: list[Item] = []
         self._failed.pop(task_id, None)  # a new run starts from what is durable
-        self._held[task_id] = held
-        self._holds[task_id] = until
+        self._held[task_id] = (until, held)
 
         def release(f: asyncio.Future[None]) -> None:
-            if self._held.get(task_id) is held:
+            if self._held.get(task_id, (None, None))[1] is held:
                 del self._held[task_id]
-            if self._holds.get(task_id) is until:
-                del self._holds[task_id]
             exc = (
                 asyncio.CancelledError("the run's start was abandoned")
                 if f.cancelled()
@@ -108,9 +105,9 @@ class StepJournal:
 
     async def released(self, task_id: str) -> None:
         """Wait until ``task_id``'s hold (if any) is released; raise if it failed."""
-        until = self._holds.get(task_id)
-        if until is not None:
-            await asyncio.shield(until)
+        hold = self._held.get(task_id)
+        if hold is not None:
+            await asyncio.shield(hold[0])
         if task_id in self._failed:
             raise JournalWriteError(str(self._failed[task_id]))
 
@@ -118,9 +115,9 @@ class StepJournal:
         """Queue ``batch`` for the next commit; the future resolves once it is durable (with
         whether its task update applied) or fails with the reason it was not written."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        held = self._held.get(batch.task_id)
-        if held is not None:
-            held.append((batch, fut))
+        hold = self._held.get(batch.task_id)
+        if hold is not None:
+            hold[1].append((batch, fut))
         else:
             self._queue(batch, fut)
         return fut
