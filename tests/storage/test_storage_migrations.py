@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from intelligent_orchestrator.domain.models import ExecutionPlan
+from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import (
+    StepBatch,
+    StepUpdate,
     Store,
     create_engine,
     current_revision,
@@ -63,6 +66,37 @@ def test_upgrade_an_empty_database(empty_engine: sa.Engine) -> None:
     # running it again changes nothing
     assert upgrade(empty_engine) == head_revision()
     assert current_revision(empty_engine) == head_revision()
+
+
+def test_step_rows_are_updated_in_place_with_one_index_less(empty_engine: sa.Engine) -> None:
+    """0004: lookups by task go through the (task_id, step_id) key, and on Postgres half of
+    each page stays free, so a step's end is written beside its start (a HOT update)."""
+    upgrade(empty_engine)
+    indexes = {i["name"] for i in sa.inspect(empty_engine).get_indexes("step_runs")}
+    assert "ix_step_runs_task_id" not in indexes
+    if empty_engine.dialect.name == "postgresql":
+        with empty_engine.connect() as conn:
+            options = conn.execute(
+                sa.text("SELECT reloptions FROM pg_class WHERE relname = 'step_runs'")
+            ).scalar_one()
+        assert options == ["fillfactor=50"]
+    downgrade(empty_engine, "0003")
+    indexes = {i["name"] for i in sa.inspect(empty_engine).get_indexes("step_runs")}
+    assert "ix_step_runs_task_id" in indexes
+    upgrade(empty_engine)
+    # a task's steps are still found by task (through the unique key's leading column)
+    store = Store(empty_engine)
+    task = store.create_task(
+        ExecutionPlan.model_validate({"steps": [{"id": "a", "tool": "noop"}]}), executor_id="x"
+    )
+    update = StepUpdate(step_id="a", tool="noop", status=StepStatus.RUNNING, attempt=1)
+    store.write_batch([StepBatch(task_id=task.task_id, updates=[update])])
+    store.write_batch(
+        [StepBatch(task_id=task.task_id, updates=[replace(update, status=StepStatus.SUCCEEDED)])]
+    )
+    assert [(r.step_id, r.status) for r in store.step_runs(task.task_id)] == [
+        ("a", StepStatus.SUCCEEDED)
+    ]
 
 
 def test_downgrade_to_base_removes_every_table(empty_engine: sa.Engine) -> None:

@@ -1433,7 +1433,10 @@ class _StepUpsert:
             # One statement with one array per column, whatever the number of rows: the query
             # text stays the same (psycopg parses a long multi-row VALUES text on every call,
             # and executemany costs server work per row).
-            arrays = ", ".join(f"%s::{_PG_ARRAY_TYPES[c]}" for c in _STEP_COLUMNS)
+            # Binary parameters (%b): psycopg writes the arrays without formatting each
+            # element as text, and the server does not parse them (about a third of the
+            # statement's time for 50 rows).
+            arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES[c]}" for c in _STEP_COLUMNS)
             cols = ", ".join(_STEP_COLUMNS)
             # (WHERE true: without it Postgres may read ON CONFLICT's ON as a join's)
             self.sql = f"{head} SELECT * FROM unnest({arrays}) AS v({cols}) WHERE true{tail}"
