@@ -32,6 +32,7 @@ from .domain.models import (
 )
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
+from .engine.ends import settled
 from .engine.pipeline import review_gate, write_record
 from .engine.runtime import Claim, EnterPhase
 from .errors import ClarificationNeeded, ConflictError, InvalidEditError, PlanningError
@@ -505,25 +506,72 @@ class Orchestrator:
         poll_seconds: float = 0.2,
         on_progress: ProgressCallback | None = None,
     ) -> ExecutionResult:
-        """Wait until the task finishes or parks for approval.
+        """Wait until the task finishes or parks for approval, and return its result.
 
-        Polls only the task's status (one row); the steps are read for ``on_progress`` and at the end.
+        As :meth:`settled`; with ``on_progress``, the steps are also read and reported every
+        ``poll_seconds``.
         """
+        if on_progress is None:
+            await self.settled(task_id, timeout=timeout, poll_seconds=poll_seconds)
+            return await self.status(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if on_progress is not None:
+            ended = self._watch_end(task_id)
+            try:
                 result = await self.status(task_id)
                 maybe = on_progress(result)
                 if maybe is not None:
                     await maybe
-                status = result.task.status
-            else:
+                if settled(result.task.status):
+                    return result
+                if deadline is not None and time.monotonic() > deadline:
+                    return result
+                await self._pause(ended, poll_seconds)
+            finally:
+                self._forget_end(task_id, ended)
+
+    async def settled(
+        self, task_id: str, *, timeout: float | None = None, poll_seconds: float = 0.2
+    ) -> TaskStatus:
+        """The task's status once it has finished or is parked for approval (or, after
+        ``timeout`` seconds, as it is then). Reads one row; a task whose run is in this
+        process is seen the moment that run's end is durable, any other is read again every
+        ``poll_seconds``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ended = self._watch_end(task_id)  # before the read: an end in between is seen
+            try:
                 status = (await self.get_task(task_id)).status
-            if status.finished or status is TaskStatus.AWAITING_APPROVAL:
-                return await self.status(task_id)
-            if deadline is not None and time.monotonic() > deadline:
-                return await self.status(task_id)
-            await asyncio.sleep(poll_seconds)
+                if settled(status):
+                    return status
+                pause = poll_seconds
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
+                        return status
+                told = await self._pause(ended, pause)
+                if told is not None and settled(told):
+                    return told
+            finally:
+                self._forget_end(task_id, ended)
+
+    def _watch_end(self, task_id: str) -> asyncio.Future[TaskStatus | None] | None:
+        return self.host.ends.watch(task_id) if self.host is not None else None
+
+    def _forget_end(self, task_id: str, ended: asyncio.Future[TaskStatus | None] | None) -> None:
+        if ended is not None and self.host is not None:
+            self.host.ends.forget(task_id, ended)
+
+    @staticmethod
+    async def _pause(
+        ended: asyncio.Future[TaskStatus | None] | None, seconds: float
+    ) -> TaskStatus | None:
+        """Sleep ``seconds`` or until ``ended`` is told; the status it was told, if any."""
+        if ended is None:
+            await asyncio.sleep(seconds)
+            return None
+        await asyncio.wait({ended}, timeout=seconds)
+        return ended.result() if ended.done() else None
 
     # Decisions ---------------------------------------------------------------------------
     async def approve(

@@ -54,6 +54,14 @@ class EngineSettings(BaseModel):
         "DBOS's unbounded default: 150+ threads queueing on the database and the GIL); raise "
         "it if your tools block in threads for long.",
     )
+    commit_delay_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=60_000,
+        description="How long a pure step's start or end may wait to be committed when nothing "
+        "waits for it (it then shares the next commit that is needed, e.g. the task's end). A "
+        "crash loses at most this much pure work, which runs again.",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(
         default=20.0,

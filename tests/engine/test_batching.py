@@ -197,6 +197,41 @@ async def test_coalescer_fails_every_item_when_the_call_itself_fails() -> None:
     assert isinstance((await asyncio.gather(c.submit(3), return_exceptions=True))[0], RuntimeError)
 
 
+async def test_coalescer_with_busy_linger_waits_for_the_work_ready_on_the_loop() -> None:
+    """The launcher's call (DBOS's record, in a thread) waits until the steps a run has just
+    made ready have started; a plain coalescer calls after its few turns."""
+    turns: list[str] = []
+
+    async def busy_work() -> None:  # ready every turn for 20 turns, like steps starting
+        for i in range(20):
+            turns.append(f"work {i}")
+            await asyncio.sleep(0)
+
+    async def handle(items: list[int]) -> list[int]:
+        turns.append("call")
+        return items
+
+    for busy_linger, call_at in ((64, 20), (0, 4)):
+        turns.clear()
+        c: Coalescer[int, int] = Coalescer(handle, busy_linger=busy_linger)
+        work = asyncio.create_task(busy_work())
+        assert await c.submit(1) == 1
+        await work
+        assert turns.index("call") in (call_at, call_at + 1), (busy_linger, turns)
+
+    # and it does not wait for ever on a loop that stays busy
+    async def forever() -> None:
+        while True:  # noqa: ASYNC110  (busy on purpose: work ready on every turn)
+            await asyncio.sleep(0)
+
+    spinning = asyncio.create_task(forever())
+    try:
+        c = Coalescer(handle, busy_linger=64)
+        assert await asyncio.wait_for(c.submit(2), 10) == 2
+    finally:
+        spinning.cancel()
+
+
 def test_a_batch_stopped_with_its_process_is_resumed_when_the_executor_restarts(
     settings: Settings, registry: ToolRegistry
 ) -> None:

@@ -65,8 +65,13 @@ def test_kill_during_a_running_step_resumes_without_redoing_finished_steps(
                 ],
             },
         )
-        wait_for(
-            lambda: (ws / f"started-{task_id}-slow").exists(), timeout=60, what="slow step to start"
+        wait_for(  # (its start is durable within the journal's commit delay)
+            lambda: (
+                (ws / f"started-{task_id}-slow").exists()
+                and step_status(store, task_id).get("slow") is StepStatus.RUNNING
+            ),
+            timeout=60,
+            what="slow step to start",
         )
         a.kill9()
     finally:
@@ -112,6 +117,9 @@ def test_kill_during_parallel_steps_reruns_only_the_interrupted_ones(
         wait_for(
             lambda: (
                 all((ws / f"started-{task_id}-p{i}").exists() for i in range(3))
+                and all(
+                    step_status(store, task_id).get(f"p{i}") is StepStatus.RUNNING for i in range(3)
+                )
                 and step_status(store, task_id).get("quick") is StepStatus.SUCCEEDED
             ),
             timeout=60,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from intelligent_orchestrator.engine.runtime import Claim
 from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
+from intelligent_orchestrator.tools.registry import ToolRegistry
 from intelligent_orchestrator.tools.spec import ToolContext, tool
+from tests.conftest import make_settings
 from tests.support.tools import outbox, runs
 
 
@@ -260,13 +263,13 @@ async def test_a_recovered_run_of_a_task_that_was_never_stored_ends_quietly(
     assert await execute_task(current_runtime(), "never-stored") is TaskStatus.CANCELLED
 
 
-async def test_the_journal_lingers_while_the_loop_is_busy_and_not_when_idle(
+async def test_a_write_nobody_waits_for_waits_for_the_delay_or_for_a_hurry(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commits = recording(orch.store, monkeypatch)
-    for t in ("busy", "idle"):
+    for t in ("busy", "lazy", "late"):
         orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
-    journal = StepJournal(orch.store)
+    journal = StepJournal(orch.store, delay=600)
 
     def batch(task_id: str, step: str) -> StepBatch:
         return StepBatch(
@@ -274,21 +277,73 @@ async def test_the_journal_lingers_while_the_loop_is_busy_and_not_when_idle(
             updates=[StepUpdate(step_id=step, tool="noop", status=StepStatus.SUCCEEDED)],
         )
 
-    # A loop with work ready (here: a coroutine handing over a write every turn, for longer
-    # than the few turns an idle loop lingers): the writes join one commit.
+    # Nothing is committed while nobody waits and the delay has not passed...
+    lazy = journal.write(batch("lazy", "a"))
+    await asyncio.sleep(0.2)
+    assert not lazy.done()
+    assert commits == []
+    # ...until someone is about to wait for it.
+    journal.hurry()
+    await asyncio.wait_for(lazy, 30)
+    assert [[b.task_id for b in c] for c in commits] == [["lazy"]]
+    # A hurried commit gathers what is handed over while the loop is busy (here: a write
+    # every turn, for longer than the few turns an idle loop lingers).
     written = [journal.write(batch("busy", "s0"))]
+    journal.hurry()
     for i in range(1, 12):
         await asyncio.sleep(0)
         written.append(journal.write(batch("busy", f"s{i}")))
     await asyncio.gather(*written)
-    assert len(commits) == 1
-    assert len(commits[0]) == 12
-    # An idle loop commits at once: a write a moment later is the next commit.
-    first = journal.write(batch("idle", "a"))
-    await asyncio.sleep(0.05)
-    assert first.done()
-    await journal.write(batch("idle", "b"))
-    assert [len(c) for c in commits[1:]] == [1, 1]
+    assert [len(c) for c in commits[1:]] == [12]
+    # With a short delay, a write nobody hurries is committed all the same.
+    quick = StepJournal(orch.store, delay=0.05)
+    await asyncio.wait_for(quick.write(batch("late", "a")), 30)
+    assert [b.task_id for b in commits[-1]] == ["late"]
+
+
+async def test_a_fan_outs_ends_share_the_commit_of_the_tasks_end(
+    tmp_path: Path,
+    database_url: str | None,
+    registry: ToolRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pure steps' ends wait for the next commit someone needs: with a long delay, the ends
+    of five parallel steps, the join and the task's end are one commit."""
+    settings = make_settings(tmp_path / "h", database_url, commit_delay_ms=60_000)
+    o = Orchestrator(settings, registry=registry)
+    await o.start_engine(kind="test", listen=False)
+    try:
+        commits = recording(o.store, monkeypatch)
+        task = await o.submit(
+            plan(
+                {"id": "a", "tool": "noop"},
+                *(
+                    {
+                        "id": f"w{i}",
+                        "tool": "sleep",
+                        "inputs": {"seconds": 0.05},
+                        "depends_on": ["a"],
+                    }
+                    for i in range(5)
+                ),
+                {"id": "z", "tool": "noop", "depends_on": [f"w{i}" for i in range(5)]},
+            )
+        )
+        assert await asyncio.wait_for(o.settled(task.task_id), 60) is TaskStatus.SUCCEEDED
+    finally:
+        await o.close()
+    mine = [[b for b in c if b.task_id == task.task_id] for c in commits]
+    mine = [c for c in mine if c]
+    # the first commit: the new task's row, which its submitter waited for
+    assert mine[0][0].create is not None
+    last = mine[-1]
+    end = last[-1].task
+    assert end is not None
+    assert end.status is TaskStatus.SUCCEEDED
+    ended = {(u.step_id, u.status) for b in last for u in b.updates}
+    assert {(f"w{i}", StepStatus.SUCCEEDED) for i in range(5)} <= ended
+    assert ("z", StepStatus.SUCCEEDED) in ended
+    assert len(mine) == 2
 
 
 async def test_a_held_task_commits_nothing_until_released_and_then_in_order(

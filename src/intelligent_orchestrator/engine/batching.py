@@ -14,20 +14,37 @@ R = TypeVar("R")
 Handler = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
+def busy(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks are ready to run on ``loop`` besides the caller (CPython's
+    loops keep them in ``_ready``; a loop without it counts as idle)."""
+    ready = getattr(loop, "_ready", None)
+    return bool(ready)
+
+
 class Coalescer(Generic[T, R]):
     """``submit(item)`` resolves with ``handle``'s result for that item; ``handle`` is called
     with every item submitted on the loop since its last call, in order, and returns one
     result (or exception) per item.
 
     A call waits ``linger`` event-loop turns for others to join it (callers woken by the same
-    event submit within a few turns); while one call is in flight, the next items gather for
-    the one after, so a burst makes a few large calls and a lone item costs a few turns. An
-    exception raised by ``handle`` itself fails every item of that call.
+    event submit within a few turns), and up to ``busy_linger`` more while the loop has other
+    work ready (so that work, e.g. the steps a run just launched, is not slowed by the call's
+    thread taking the GIL); while one call is in flight, the next items gather for the one
+    after, so a burst makes a few large calls and a lone item costs a few turns. An exception
+    raised by ``handle`` itself fails every item of that call.
     """
 
-    def __init__(self, handle: Handler[T, R], *, linger: int = 4, name: str = "coalescer") -> None:
+    def __init__(
+        self,
+        handle: Handler[T, R],
+        *,
+        linger: int = 4,
+        busy_linger: int = 0,
+        name: str = "coalescer",
+    ) -> None:
         self._handle = handle
         self._linger = linger
+        self._busy_linger = busy_linger
         self._name = name
         self._pending: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, list[tuple[T, asyncio.Future[R]]]
@@ -60,7 +77,9 @@ class Coalescer(Generic[T, R]):
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            for _ in range(self._linger):
+            for turn in range(self._linger + self._busy_linger):
+                if turn >= self._linger and not busy(loop):
+                    break
                 await asyncio.sleep(0)
             batch = self._pending.pop(loop, [])
             if not batch:

@@ -8,6 +8,12 @@ time, and a pure step does not wait for the previous step's commit to start. Who
 durability waits for it: a side effect waits until the outputs it acts on are durable, and a
 task reports its end in the same commit as its last steps (see ``DagRun``).
 
+A commit happens when someone waits for one (``hurry``, or a new task's row, which its
+submitter awaits), or when the oldest write handed over is ``delay`` old. Transitions nobody
+waits for (a pure step's start and end) so ride along with the next commit that is needed:
+the fifty ends of a fan-out and the task's end are one commit, not three, and a crash loses
+at most ``delay`` of pure work, which simply runs again.
+
 Once a write of a task fails, the task's later writes are refused without being written, so
 the prefix holds (the task's run fails; its next run starts again from what is durable). Each
 event loop has its own lane of pending writes and its own flusher: DBOS runs queued and
@@ -19,23 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..domain.models import TaskStatus
 from ..storage import EffectRecord, EffectStart, StepBatch, Store, commit_outcome_unknown
-from .batching import Coalescer
+from .batching import Coalescer, busy
+from .ends import settled
 
 logger = logging.getLogger(__name__)
 
 _LINGER_MIN = 4
 _LINGER_MAX = 64
 _LINGER_SECONDS = 0.001
-
-
-def _busy(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether other callbacks are ready to run on ``loop`` besides the caller (CPython's
-    loops keep them in ``_ready``; a loop without it counts as idle)."""
-    ready = getattr(loop, "_ready", None)
-    return bool(ready)
+DEFAULT_DELAY = 0.05
 
 
 Item = tuple[StepBatch, "asyncio.Future[bool]"]
@@ -45,6 +48,10 @@ Item = tuple[StepBatch, "asyncio.Future[bool]"]
 class _Lane:
     pending: list[Item] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
+    since: float = 0.0
+    """Loop time the oldest pending write was handed over."""
+    due: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the pending writes must be committed now (someone waits for them)."""
 
 
 class JournalWriteError(RuntimeError):
@@ -52,8 +59,17 @@ class JournalWriteError(RuntimeError):
 
 
 class StepJournal:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        delay: float = DEFAULT_DELAY,
+        on_end: Callable[[str, TaskStatus], None] | None = None,
+    ) -> None:
         self.store = store
+        self.delay = delay
+        self.on_end = on_end
+        """Told when a commit has set a task's status to finished or parked."""
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
             weakref.WeakKeyDictionary()
         )
@@ -122,18 +138,38 @@ class StepJournal:
             self._queue(batch, fut)
         return fut
 
+    def hurry(self) -> None:
+        """Commit what this event loop's tasks handed over without waiting for ``delay``
+        (the caller is about to wait for it to be durable)."""
+        lane = self._lanes.get(asyncio.get_running_loop())
+        if lane is not None and lane.pending:
+            lane.due.set()
+
     def _queue(self, batch: StepBatch, fut: asyncio.Future[bool]) -> None:
         loop = fut.get_loop()
         lane = self._lanes.get(loop)
         if lane is None:
             lane = self._lanes[loop] = _Lane()
+        if not lane.pending:
+            lane.since = loop.time()
         lane.pending.append((batch, fut))
+        if batch.create is not None:
+            lane.due.set()  # its submitter waits for the row
         if lane.flusher is None or lane.flusher.done():
             lane.flusher = loop.create_task(self._flush(lane), name="step-journal")
 
     async def _flush(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not lane.pending:
+                lane.due.clear()
+                return
+            if not lane.due.is_set():
+                timer = loop.call_at(lane.since + self.delay, lane.due.set)
+                try:
+                    await lane.due.wait()
+                finally:
+                    timer.cancel()
             # Linger while the event loop has other work ready (at least a few turns, at most
             # _LINGER_MAX turns or about a millisecond: under load a turn is long): the steps just launched take their first stride before the
             # commit's thread competes for the GIL, and what they and other tasks hand over
@@ -141,12 +177,11 @@ class StepJournal:
             # waiting for the next one. An idle loop commits at once.
             until = loop.time() + _LINGER_SECONDS
             for turn in range(_LINGER_MAX):
-                if turn >= _LINGER_MIN and (not _busy(loop) or loop.time() > until):
+                if turn >= _LINGER_MIN and (not busy(loop) or loop.time() > until):
                     break
                 await asyncio.sleep(0)
-            if not lane.pending:
-                return
             items, lane.pending = lane.pending, []
+            lane.due.clear()
             await self._commit(items)
 
     async def _commit(self, items: list[Item]) -> None:
@@ -161,20 +196,26 @@ class StepJournal:
         try:
             applied = await asyncio.to_thread(self.store.write_batch, [b for b, _ in live])
         except Exception as exc:
-            if len(live) == 1 or commit_outcome_unknown(exc):
+            tasks: dict[str, list[Item]] = {}
+            for item in live:
+                tasks.setdefault(item[0].task_id, []).append(item)
+            if len(tasks) == 1 or commit_outcome_unknown(exc):
                 # (A commit lost with its connection may have been applied: writing again
                 # could add a cost twice. Every task in it stops; their next runs re-read.)
                 for batch, fut in live:
                     self._refuse(batch, fut, exc)
                 return
-            # One task's bad write must not fail the others: write each on its own, in order.
-            logger.warning("group commit of %d batches failed; writing them one by one", len(live))
-            for item in live:
-                await self._commit([item])
+            # One task's bad write must not fail the others: write each task's on its own.
+            logger.warning("group commit of %d tasks failed; writing them one by one", len(tasks))
+            for items in tasks.values():
+                await self._commit(items)
             return
-        for (_, fut), ok in zip(live, applied, strict=True):
+        for (batch, fut), ok in zip(live, applied, strict=True):
             if not fut.done():
                 fut.set_result(ok)
+            end = batch.task.status if ok and batch.task is not None else None
+            if end is not None and settled(end) and self.on_end is not None:
+                self.on_end(batch.task_id, end)
 
     def _refuse(self, batch: StepBatch, fut: asyncio.Future[bool], exc: BaseException) -> None:
         self._fail(batch.task_id, exc)
@@ -192,4 +233,5 @@ class StepJournal:
         """Wait until everything this loop queued so far is written."""
         lane = self._lanes.get(asyncio.get_running_loop())
         while lane is not None and lane.flusher is not None and not lane.flusher.done():
+            self.hurry()
             await asyncio.shield(lane.flusher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from ..storage import (
 )
 from ..tools.registry import ToolRegistry
 from .batching import Coalescer
+from .ends import TaskEnds
 from .journal import StepJournal
 from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_cancellations
@@ -84,6 +86,8 @@ class Runtime:
     gateway: ModelGateway | None = None
     planner: PlanTask | None = None
     journal: StepJournal | None = None
+    ends: TaskEnds = field(default_factory=TaskEnds)
+    """Told when a run here ends (its waiters need not poll)."""
     claimed: dict[str, Claim] = field(default_factory=dict)
     """Tasks this process has just taken for itself (created, or approved, running on its
     executor, to run here at once): that run needs no claim. A recovery or a run elsewhere
@@ -185,12 +189,12 @@ async def execute_task(rt: Runtime, task_id: str, *, generation: int | None = No
     """Run the task: as claimed here (``rt.claimed``), or claimed now (of ``generation``, if
     given: a later generation's run owns the task)."""
     claim = rt.claimed.pop(task_id, None)
-    if claim is None or claim.stored is None:
-        return await _execute(rt, task_id, claim, generation)
     try:
         return await _execute(rt, task_id, claim, generation)
     finally:
-        if not claim.stored.done():  # an early end must not leave the submitter waiting
+        rt.ends.ended(task_id, None)  # (its waiters read what the run left)
+        if claim is not None and claim.stored is not None and not claim.stored.done():
+            # an early end must not leave the submitter waiting
             claim.stored.set_exception(RuntimeError("the task's run ended before it was stored"))
 
 
@@ -376,7 +380,13 @@ class EngineHost:
         self._lease_task: asyncio.Task[None] | None = None
         self._cancel_task: asyncio.Task[None] | None = None
         self._sys_engine: Any = None
-        self._launcher: Coalescer[tuple[str, int], None] = Coalescer(_launch, name="task-launcher")
+        self.ends = TaskEnds()
+        """Waiters for the end of a run in this process (``Orchestrator.settled``)."""
+        # (The record is made in a thread while the runs start: it waits until the steps
+        # they launch have started, instead of taking the GIL from them.)
+        self._launcher: Coalescer[tuple[str, int], None] = Coalescer(
+            _launch, busy_linger=64, name="task-launcher"
+        )
         self._approver: Coalescer[tuple[Decision, bool], Decided] = Coalescer(
             self._approve_batch, name="approver"
         )
@@ -406,7 +416,12 @@ class EngineHost:
             http_transport=self.http_transport,
             gateway=self.gateway,
             planner=self.planner,
-            journal=StepJournal(self.store),
+            journal=StepJournal(
+                self.store,
+                delay=self.settings.engine.commit_delay_ms / 1000,
+                on_end=self.ends.ended,
+            ),
+            ends=self.ends,
         )
         config: DBOSConfig = {
             "name": APP_NAME,
@@ -435,6 +450,11 @@ class EngineHost:
             polling_interval_sec=self.settings.engine.queue_polling_seconds,
         )
         await self.maintain()
+        # What exists now (modules, DBOS, pools, the registry) lives as long as the engine:
+        # the cyclic garbage collector stops scanning it. A full collection of those ~190,000
+        # objects stopped the event loop for ~130 ms, about once a second of busy running
+        # (20 fan-out runs, 1.3 s); with them frozen, collections scan only what runs create.
+        gc.freeze()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="executor-lease")
         self._cancel_task = asyncio.create_task(
             watch_cancellations(self.store, _runtime.limits), name="cancellations"
@@ -462,6 +482,7 @@ class EngineHost:
         if self._sys_engine is not None:
             self._sys_engine.dispose()
         _runtime = None
+        gc.unfreeze()  # (the engine's objects may be garbage now)
 
     async def maintain(self) -> list[str]:
         """One lease round: heartbeat, expire old approvals, recover dead executors' tasks."""

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from ..domain.models import (
@@ -122,6 +123,7 @@ class DagRun:
     _pending: list[str] | None = None
     _unflushed: list[asyncio.Future[bool]] = field(default_factory=list)
     _effects: list[tuple[str, Any]] = field(default_factory=list)  # done, not yet handed over
+    _workspace: Path | None = None  # (settings.workspace builds a new Path per call)
 
     async def run(
         self,
@@ -354,6 +356,7 @@ class DagRun:
         assert self.journal is not None
         await self.journal.released(self.task_id)
         if self._unflushed:
+            self.journal.hurry()
             await asyncio.wait(list(self._unflushed))
         self._raise_failed_writes()
 
@@ -509,10 +512,12 @@ class DagRun:
                 )
             started = utcnow()
             t0 = time.perf_counter()
+            if self._workspace is None:
+                self._workspace = self.settings.workspace
             ctx = ToolContext(
                 task_id=self.task_id,
                 step_id=step.id,
-                workspace=self.settings.workspace,
+                workspace=self._workspace,
                 idempotency_key=f"{self.task_id}:{step.id}"
                 + (f":r{self.round}" if self.round else ""),
                 http_timeout_seconds=self.settings.tools.http_timeout_seconds,

@@ -1,0 +1,65 @@
+"""Tells waiters in this process, at once, when a run of a task here has ended.
+
+``Orchestrator.settled`` (and so ``wait``) reads a task's status once and then, for a task this
+process runs, sleeps until the run's end instead of polling the database. Runs end on the
+application's event loop or on DBOS's (recovered runs), so waiters are resolved thread-safely
+on their own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ..domain.models import TaskStatus
+
+
+def settled(status: TaskStatus) -> bool:
+    """Whether a task in ``status`` waits for nothing this process does: it has finished, or
+    it is parked for a person's decision."""
+    return status.finished or status is TaskStatus.AWAITING_APPROVAL
+
+
+class TaskEnds:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[asyncio.Future[TaskStatus | None]]] = {}
+
+    def watch(self, task_id: str) -> asyncio.Future[TaskStatus | None]:
+        """A future told of the next end of a run of ``task_id`` here: with the status that
+        end made durable, or None (read the status: the run wrote it some other way).
+        Call :meth:`forget` with it if it is not awaited to the end."""
+        fut: asyncio.Future[TaskStatus | None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._waiters.setdefault(task_id, []).append(fut)
+        return fut
+
+    def forget(self, task_id: str, fut: asyncio.Future[TaskStatus | None]) -> None:
+        with self._lock:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    def ended(self, task_id: str, status: TaskStatus | None) -> None:
+        """A run of ``task_id`` ended; ``status`` is durable in its row (None: unknown)."""
+        with self._lock:
+            waiters = self._waiters.pop(task_id, None)
+        if not waiters:
+            return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for fut in waiters:
+            loop = fut.get_loop()
+            if loop is here:
+                _tell(fut, status)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_tell, fut, status)
+
+
+def _tell(fut: asyncio.Future[TaskStatus | None], status: TaskStatus | None) -> None:
+    if not fut.done():
+        fut.set_result(status)
