@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,9 @@ from _common import (
 )
 from bench_tools import bench_registry
 
-from intelligent_orchestrator.domain.models import ExecutionPlan
+from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import EngineSettings, Settings, ToolSettings
-
-DONE = ("succeeded", "failed", "rejected", "cancelled", "expired", "awaiting_approval")
 
 
 def make_settings(home: Path, database_url: str | None) -> Settings:
@@ -69,93 +66,32 @@ def park_plan() -> ExecutionPlan:
     )
 
 
-class Watcher:
-    """Tells when tasks finish or park, with ONE cheap status query per poll for all waiters.
-
-    (``Orchestrator.wait`` polls every 0.2 s by default and reads every step row per poll: too
-    coarse for a 50 ms makespan and too heavy for 100 waiters.) On SQLite it reads through its
-    own plain autocommit connection: the store's engine opens every transaction, reads included,
-    with BEGIN IMMEDIATE, so polling through it would take the write lock and stall the engine's
-    writers (see README, "Findings"). On Postgres too, so that a poll is one round trip instead of
-    the pooled engine's pre-ping + BEGIN + SELECT + ROLLBACK."""
-
-    def __init__(self, orch: Orchestrator, *, interval: float) -> None:
-        self.interval = interval
-        self._waiting: dict[str, asyncio.Future[str]] = {}
-        self._wake = asyncio.Event()
-        self._sqlite: sqlite3.Connection | None = None
-        self._pg: Any = None
-        url = orch.settings.app_database_url
-        if url.startswith("sqlite"):
-            self._sqlite = sqlite3.connect(
-                url.split("///", 1)[1], isolation_level=None, check_same_thread=False
-            )
-        else:  # one plain autocommit connection: one round trip per poll (no pool pre-ping, BEGIN, ROLLBACK)
-            import psycopg
-
-            self._pg = psycopg.connect(orch.settings.database_url or "", autocommit=True)
-        self._task = asyncio.create_task(self._loop(), name="bench-watcher")
-
-    def _poll(self, ids: list[str]) -> list[tuple[str, str]]:
-        marks = ",".join("?" * len(ids))
-        sql = f"SELECT task_id, status FROM tasks WHERE task_id IN ({marks})"
-        if self._sqlite is not None:
-            return [(r[0], r[1]) for r in self._sqlite.execute(sql, ids)]
-        return [(r[0], r[1]) for r in self._pg.execute(sql.replace("?", "%s"), ids)]
-
-    async def _loop(self) -> None:
-        while True:
-            if not self._waiting:
-                self._wake.clear()
-                await self._wake.wait()
-            ids = list(self._waiting)
-            for tid, status in await asyncio.to_thread(self._poll, ids):
-                if status in DONE:
-                    fut = self._waiting.pop(tid, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(status)
-            await asyncio.sleep(self.interval)
-
-    async def wait(self, task_id: str) -> str:
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting[task_id] = fut
-        self._wake.set()
-        return await fut
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        if self._sqlite is not None:
-            self._sqlite.close()
-        if self._pg is not None:
-            self._pg.close()
-
-
 async def _open(home: Path, database_url: str | None) -> Orchestrator:
     orch = Orchestrator(make_settings(home, database_url), registry=bench_registry())
     await orch.start_engine(kind="bench", listen=False)
     return orch
 
 
-async def _run_one(orch: Orchestrator, watcher: Watcher, plan: ExecutionPlan) -> tuple[float, str]:
+async def _run_one(orch: Orchestrator, plan: ExecutionPlan) -> tuple[float, str]:
+    """Submit and wait as a user of the library would: ``settled`` reads the task once, then
+    is told when the run's end is durable."""
     t0 = time.perf_counter()
     task = await orch.submit(plan, run_here=True)
-    status = await watcher.wait(task.task_id)
-    return time.perf_counter() - t0, status
+    status = await orch.settled(task.task_id)
+    return time.perf_counter() - t0, status.value
 
 
-async def _warm_up(orch: Orchestrator, watcher: Watcher) -> None:
+async def _warm_up(orch: Orchestrator) -> None:
     # Same as the LangGraph side: one tiny 2-step run first (pools, thread pool, code paths).
-    _, status = await _run_one(orch, watcher, plan_of(chain(2), "warm-up"))
+    _, status = await _run_one(orch, plan_of(chain(2), "warm-up"))
     assert status == "succeeded", status
 
 
 async def single(shape: str, home: Path, database_url: str | None) -> dict[str, Any]:
     """(a) chain, (b) fan-out, (c) uneven: one timed task, submit → finished."""
     orch = await _open(home, database_url)
-    watcher = Watcher(orch, interval=0.002)
     try:
-        await _warm_up(orch, watcher)
+        await _warm_up(orch)
         if shape == "chain":
             nodes = chain(CHAIN_STEPS)
         elif shape == "fanout":
@@ -163,11 +99,10 @@ async def single(shape: str, home: Path, database_url: str | None) -> dict[str, 
         else:
             nodes = uneven()
         plan = plan_of(nodes, shape)
-        elapsed, status = await _run_one(orch, watcher, plan)
+        elapsed, status = await _run_one(orch, plan)
         if status != "succeeded":
             raise RuntimeError(f"{shape} task ended {status}")
     finally:
-        await watcher.close()
         await orch.close()
     out: dict[str, Any] = {"seconds": elapsed, "status": status}
     if shape == "chain":
@@ -188,11 +123,10 @@ async def batch(
 ) -> dict[str, Any]:
     """(d) 1,000 five-step chains, at most ``in_flight`` submitted and unfinished at a time."""
     orch = await _open(home, database_url)
-    watcher = Watcher(orch, interval=0.005)
     plan = plan_of(chain(BATCH_STEPS), "batch")
     statuses: list[str] = []
     try:
-        await _warm_up(orch, watcher)
+        await _warm_up(orch)
         gc.collect()
         with RssSampler() as rss:
             baseline = rss.now()
@@ -207,13 +141,12 @@ async def batch(
                     except asyncio.QueueEmpty:
                         return
                     task = await orch.submit(plan, run_here=True)
-                    statuses.append(await watcher.wait(task.task_id))
+                    statuses.append((await orch.settled(task.task_id)).value)
 
             t0 = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(in_flight)))
             elapsed = time.perf_counter() - t0
     finally:
-        await watcher.close()
         await orch.close()
     bad = [s for s in statuses if s != "succeeded"]
     if bad or len(statuses) != workflows:
@@ -240,7 +173,6 @@ async def park(
     """(e) park ``total`` tasks (one side-effect step each), RSS at checkpoints, then time
     approve+resume of ``resume_batches`` batches of PARK_RESUME tasks to completion."""
     orch = await _open(home, database_url)
-    watcher = Watcher(orch, interval=0.01)
     plan = park_plan()
     parked: list[str] = []
     rss_at: dict[int, float] = {}
@@ -250,9 +182,9 @@ async def park(
     try:
         # warm-up: park one task and resume it (not counted)
         task = await orch.submit(plan, run_here=True)
-        assert await watcher.wait(task.task_id) == "awaiting_approval"
+        assert await orch.settled(task.task_id) is TaskStatus.AWAITING_APPROVAL
         await orch.approve(task.task_id, run_here=True)
-        assert await watcher.wait(task.task_id) == "succeeded"
+        assert await orch.settled(task.task_id) is TaskStatus.SUCCEEDED
         gc.collect()
         with RssSampler(interval=0.05) as rss:
             baseline = rss.now()
@@ -267,7 +199,7 @@ async def park(
                     while next_id < limit:
                         next_id += 1
                         t = await orch.submit(plan, run_here=True)
-                        status = await watcher.wait(t.task_id)
+                        status = (await orch.settled(t.task_id)).value
                         if status != "awaiting_approval":
                             raise RuntimeError(f"task ended {status}, expected to park")
                         parked.append(t.task_id)
@@ -292,7 +224,7 @@ async def park(
 
                 async def approve_and_finish(tid: str) -> str:
                     await orch.approve(tid, decided_by="bench", run_here=True)
-                    return await watcher.wait(tid)
+                    return (await orch.settled(tid)).value
 
                 results = await asyncio.gather(*(approve_and_finish(t) for t in ids))
                 resumes.append(time.perf_counter() - t0)
@@ -301,7 +233,6 @@ async def park(
             gc.collect()
             after_resume = rss.now() / MIB
     finally:
-        await watcher.close()
         await orch.close()
     counts = sorted(rss_at)
     first, last = counts[0], counts[-1]

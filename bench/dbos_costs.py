@@ -55,15 +55,13 @@ async def _run(backend: str, tasks: int) -> None:
         orch = await _ours._open(  # pyright: ignore[reportPrivateUsage]
             Path(tempfile.mkdtemp(prefix="dbos-costs-")), pg_url(db) if db else None
         )
-        watcher = _ours.Watcher(orch, interval=0.002)
         plan = _ours.plan_of(chain(1), "one")
         try:
             for _ in range(tasks):
                 task = await orch.submit(plan, run_here=True)
-                await watcher.wait(task.task_id)
+                await orch.settled(task.task_id)
                 await asyncio.sleep(0.02)
         finally:
-            await watcher.close()
             await orch.close()
     finally:
         if db:

@@ -77,9 +77,8 @@ async def _scenario(
     main = cProfile.Profile()
     _profiles.append(main)
     orch = await _ours._open(home, url)
-    watcher = _ours.Watcher(orch, interval=0.002 if kind == "chain" else 0.005)
     try:
-        await _ours._warm_up(orch, watcher)
+        await _ours._warm_up(orch)
         for p in _profiles:
             p.clear() if p is not main else None
         main.enable()
@@ -87,7 +86,7 @@ async def _scenario(
         if kind in ("chain", "fanout"):
             plan = _ours.plan_of(chain(CHAIN_STEPS) if kind == "chain" else fanout(), kind)
             task = await orch.submit(plan, run_here=True)
-            assert await watcher.wait(task.task_id) == "succeeded"
+            assert (await orch.settled(task.task_id)).value == "succeeded"
         else:
             plan = _ours.plan_of(chain(BATCH_STEPS), "batch")
             remaining = list(range(workflows))
@@ -96,7 +95,7 @@ async def _scenario(
                 while remaining:
                     remaining.pop()
                     t = await orch.submit(plan, run_here=True)
-                    assert await watcher.wait(t.task_id) == "succeeded"
+                    assert (await orch.settled(t.task_id)).value == "succeeded"
 
             await asyncio.gather(*(worker() for _ in range(min(BATCH_IN_FLIGHT, workflows))))
         elapsed = time.perf_counter() - t0
@@ -104,7 +103,6 @@ async def _scenario(
         stats = _merged()  # before shutdown, so the engine's teardown is not counted
     finally:
         threading.setprofile(None)
-        await watcher.close()
         await orch.close()
     return elapsed, stats
 

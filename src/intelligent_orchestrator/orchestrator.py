@@ -538,20 +538,25 @@ class Orchestrator:
         process is seen the moment that run's end is durable, any other is read again every
         ``poll_seconds``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        read = False
         while True:
             ended = self._watch_end(task_id)  # before the read: an end in between is seen
             try:
-                status = (await self.get_task(task_id)).status
-                if settled(status):
-                    return status
+                # (A run started here that is still listed has not told its last end: no
+                # need to read, e.g. right after submit.)
+                if read or self.host is None or not self.host.runs_here(task_id):
+                    status = await asyncio.to_thread(self.store.task_status, task_id)
+                    if settled(status):
+                        return status
                 pause = poll_seconds
                 if deadline is not None:
                     pause = min(pause, deadline - time.monotonic())
                     if pause <= 0:
-                        return status
+                        return await asyncio.to_thread(self.store.task_status, task_id)
                 told = await self._pause(ended, pause)
                 if told is not None and settled(told):
                     return told
+                read = True  # told without a status, or a poll: read it
             finally:
                 self._forget_end(task_id, ended)
 

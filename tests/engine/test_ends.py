@@ -63,6 +63,22 @@ async def test_settled_polls_a_task_run_elsewhere(orch: Orchestrator) -> None:
     assert await orch.settled(other.task_id, timeout=0.2, poll_seconds=0.05) is TaskStatus.RUNNING
 
 
+async def test_a_waiter_that_comes_after_the_commit_is_told_when_the_run_is_over() -> None:
+    ends = TaskEnds()
+    ends.ended("t", TaskStatus.SUCCEEDED)  # the run's last commit, nobody waiting yet
+    late = ends.watch("t")
+    assert not late.done()
+    ends.over("t")
+    assert late.result() is TaskStatus.SUCCEEDED
+    # a run that wrote its status some other way: told None (read the row); nothing kept
+    other = ends.watch("u")
+    ends.over("u")
+    assert other.result() is None
+    again = ends.watch("t")
+    ends.over("t")
+    assert again.result() is None
+
+
 async def test_an_end_on_another_event_loop_reaches_the_waiter() -> None:
     ends = TaskEnds()
     fut = ends.watch("t")

@@ -1,9 +1,10 @@
 """Tells waiters in this process, at once, when a run of a task here has ended.
 
-``Orchestrator.settled`` (and so ``wait``) reads a task's status once and then, for a task this
-process runs, sleeps until the run's end instead of polling the database. Runs end on the
-application's event loop or on DBOS's (recovered runs), so waiters are resolved thread-safely
-on their own loop.
+``Orchestrator.settled`` (and so ``wait``) sleeps until the end of a run this process started,
+instead of polling the database: the journal tells the status the run's last commit made
+durable (``ended``), and the run's end tells it again once the run is over (``over``), so a
+waiter that arrives between the two needs no read either. Runs end on the application's event
+loop or on DBOS's (recovered runs), so waiters are resolved thread-safely on their own loop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class TaskEnds:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[asyncio.Future[TaskStatus | None]]] = {}
+        self._last: dict[str, TaskStatus] = {}
+        """Per task with a run under way here: the status its commit made durable, if any."""
 
     def watch(self, task_id: str) -> asyncio.Future[TaskStatus | None]:
         """A future told of the next end of a run of ``task_id`` here: with the status that
@@ -42,10 +45,25 @@ class TaskEnds:
                 if not waiters:
                     del self._waiters[task_id]
 
-    def ended(self, task_id: str, status: TaskStatus | None) -> None:
-        """A run of ``task_id`` ended; ``status`` is durable in its row (None: unknown)."""
+    def ended(self, task_id: str, status: TaskStatus) -> None:
+        """A run of ``task_id`` here has made ``status`` (finished or parked) durable."""
         with self._lock:
+            self._last[task_id] = status
             waiters = self._waiters.pop(task_id, None)
+        self._tell(waiters, status)
+
+    def over(self, task_id: str) -> None:
+        """A run of ``task_id`` here is over: its waiters are told the status it made
+        durable, or None (they read the row: the run wrote it some other way, or crashed)."""
+        with self._lock:
+            status = self._last.pop(task_id, None)
+            waiters = self._waiters.pop(task_id, None)
+        self._tell(waiters, status)
+
+    @staticmethod
+    def _tell(
+        waiters: list[asyncio.Future[TaskStatus | None]] | None, status: TaskStatus | None
+    ) -> None:
         if not waiters:
             return
         try:

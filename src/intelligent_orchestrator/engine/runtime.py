@@ -185,14 +185,18 @@ async def run_tasks_workflow(runs: list[tuple[str, int]]) -> list[str]:
     return statuses
 
 
-async def execute_task(rt: Runtime, task_id: str, *, generation: int | None = None) -> TaskStatus:
+async def execute_task(
+    rt: Runtime, task_id: str, *, generation: int | None = None, listed: bool = False
+) -> TaskStatus:
     """Run the task: as claimed here (``rt.claimed``), or claimed now (of ``generation``, if
-    given: a later generation's run owns the task)."""
+    given: a later generation's run owns the task). ``listed``: a run in ``rt.local_runs``,
+    whose end is told once it is no longer listed."""
     claim = rt.claimed.pop(task_id, None)
     try:
         return await _execute(rt, task_id, claim, generation)
     finally:
-        rt.ends.ended(task_id, None)  # (its waiters read what the run left)
+        if not listed:
+            rt.ends.over(task_id)
         if claim is not None and claim.stored is not None and not claim.stored.done():
             # an early end must not leave the submitter waiting
             claim.stored.set_exception(RuntimeError("the task's run ended before it was stored"))
@@ -531,12 +535,13 @@ class EngineHost:
         rt.claimed[task_id] = claim
         registered = self._launcher.submit((task_id, generation))
         rt.journal.hold(task_id, until=registered)
-        run = asyncio.create_task(execute_task(rt, task_id), name=f"task:{task_id}")
+        run = asyncio.create_task(execute_task(rt, task_id, listed=True), name=f"task:{task_id}")
         rt.local_runs[task_id] = run
 
         def forget(_: object) -> None:
             if rt.local_runs.get(task_id) is run:
                 del rt.local_runs[task_id]
+            rt.ends.over(task_id)  # (now that it is no longer listed: see Orchestrator.settled)
 
         def unrecorded(f: asyncio.Future[None]) -> None:
             if f.cancelled() or f.exception() is not None:
@@ -547,6 +552,11 @@ class EngineHost:
         await asyncio.shield(registered)
         if claim is not None and claim.stored is not None:
             await claim.stored
+
+    def runs_here(self, task_id: str) -> bool:
+        """Whether a run of ``task_id`` that this process started is under way (:attr:`ends`
+        is told when it is over, after it is no longer listed here)."""
+        return _runtime is not None and task_id in _runtime.local_runs
 
     async def approve(self, decision: Decision, *, here: bool = True) -> Decided:
         """Approve (``Store.approve_and_claim``) and, once no gate waits, resume the task: here

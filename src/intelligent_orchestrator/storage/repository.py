@@ -276,6 +276,16 @@ class Store:
                 raise NotFoundError("task", task_id)
             return _task(row)
 
+    def task_status(self, task_id: str) -> TaskStatus:
+        """A task's status alone (one column: what a waiter polls)."""
+        with self.reader.connect() as conn:
+            status = conn.execute(
+                sa.select(TaskRow.status).where(TaskRow.task_id == task_id)
+            ).scalar_one_or_none()
+        if status is None:
+            raise NotFoundError("task", task_id)
+        return TaskStatus(status)
+
     def claim_task(
         self, task_id: str, *, executor_id: str, generation: int | None = None
     ) -> tuple[Task, list[StepRun]] | None:
