@@ -77,6 +77,12 @@ async def test_a_waiter_that_comes_after_the_commit_is_told_when_the_run_is_over
     again = ends.watch("t")
     ends.over("t")
     assert again.result() is None
+    # a new run of the task forgets what an earlier run made durable (parked, then approved)
+    ends.ended("t", TaskStatus.AWAITING_APPROVAL)
+    ends.begin("t")
+    resumed = ends.watch("t")
+    ends.over("t")
+    assert resumed.result() is None
 
 
 async def test_an_end_on_another_event_loop_reaches_the_waiter() -> None:

@@ -14,7 +14,7 @@ from intelligent_orchestrator.engine.journal import JournalWriteError, StepJourn
 from intelligent_orchestrator.engine.runtime import Claim
 from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
-from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store
+from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store, TaskUpdate
 from intelligent_orchestrator.tools.registry import ToolRegistry
 from intelligent_orchestrator.tools.spec import ToolContext, tool
 from tests.conftest import make_settings
@@ -299,6 +299,52 @@ async def test_a_write_nobody_waits_for_waits_for_the_delay_or_for_a_hurry(
     quick = StepJournal(orch.store, delay=0.05)
     await asyncio.wait_for(quick.write(batch("late", "a")), 30)
     assert [b.task_id for b in commits[-1]] == ["late"]
+
+
+async def test_a_hurry_right_after_a_release_and_a_drain_do_not_wait_for_the_delay(
+    orch: Orchestrator,
+) -> None:
+    for t in ("held", "drained"):
+        orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id=t, executor_id="ex")
+    journal = StepJournal(orch.store, delay=600)
+    update = StepUpdate(step_id="s", tool="noop", status=StepStatus.SUCCEEDED)
+    until: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    journal.hold("held", until=until)
+    written = journal.write(StepBatch(task_id="held", updates=[update]))
+    until.set_result(None)  # its release is scheduled, not run yet
+    await journal.released("held")  # (what a side effect does before it acts)
+    journal.hurry()
+    assert await asyncio.wait_for(written, 30) is False
+    # a drain commits at once, and what is handed over while it drains too
+    first = journal.write(StepBatch(task_id="drained", updates=[update]))
+    draining = asyncio.create_task(journal.drain())
+    await asyncio.sleep(0)
+    second = journal.write(StepBatch(task_id="drained", updates=[update]))
+    await asyncio.wait_for(draining, 30)
+    await asyncio.wait_for(asyncio.gather(first, second), 30)
+
+
+async def test_a_failing_end_listener_does_not_stop_the_journal(orch: Orchestrator) -> None:
+    orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id="t", executor_id="ex")
+    told: list[str] = []
+
+    def listener(task_id: str, status: TaskStatus) -> None:
+        told.append(task_id)
+        raise RuntimeError("a waiter's loop is gone")
+
+    journal = StepJournal(orch.store, on_end=listener)
+    update = StepUpdate(step_id="s", tool="noop", status=StepStatus.SUCCEEDED)
+    end = TaskUpdate(status=TaskStatus.SUCCEEDED)
+    written = journal.write(StepBatch(task_id="t", updates=[update], task=end))
+    journal.hurry()
+    assert await asyncio.wait_for(written, 30) is True
+    assert told == ["t"]
+    assert orch.store.get_task("t").status is TaskStatus.SUCCEEDED
+    # and it goes on committing
+    orch.store.create_task(plan({"id": "s", "tool": "noop"}), task_id="u", executor_id="ex")
+    later = journal.write(StepBatch(task_id="u", updates=[update]))
+    journal.hurry()
+    assert await asyncio.wait_for(later, 30) is False
 
 
 async def test_a_fan_outs_ends_share_the_commit_of_the_tasks_end(

@@ -14,6 +14,9 @@ R = TypeVar("R")
 Handler = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
+_BUSY_LINGER_SECONDS = 0.002  # a busy linger's bound in time (a turn under load is long)
+
+
 def busy(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether other callbacks are ready to run on ``loop`` besides the caller (CPython's
     loops keep them in ``_ready``; a loop without it counts as idle)."""
@@ -27,9 +30,9 @@ class Coalescer(Generic[T, R]):
     result (or exception) per item.
 
     A call waits ``linger`` event-loop turns for others to join it (callers woken by the same
-    event submit within a few turns), and up to ``busy_linger`` more while the loop has other
-    work ready (so that work, e.g. the steps a run just launched, is not slowed by the call's
-    thread taking the GIL); while one call is in flight, the next items gather for the one
+    event submit within a few turns), and up to ``busy_linger`` more (and 2 ms) while the loop
+    has other work ready (so that work, e.g. the steps a run just launched, is not slowed by
+    the call's thread taking the GIL); while one call is in flight, the next items gather for the one
     after, so a burst makes a few large calls and a lone item costs a few turns. An exception
     raised by ``handle`` itself fails every item of that call.
     """
@@ -77,8 +80,9 @@ class Coalescer(Generic[T, R]):
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
+            until = loop.time() + _BUSY_LINGER_SECONDS
             for turn in range(self._linger + self._busy_linger):
-                if turn >= self._linger and not busy(loop):
+                if turn >= self._linger and (not busy(loop) or loop.time() > until):
                     break
                 await asyncio.sleep(0)
             batch = self._pending.pop(loop, [])

@@ -10,6 +10,7 @@ loop or on DBOS's (recovered runs), so waiters are resolved thread-safely on the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from ..domain.models import TaskStatus
@@ -52,6 +53,11 @@ class TaskEnds:
             waiters = self._waiters.pop(task_id, None)
         self._tell(waiters, status)
 
+    def begin(self, task_id: str) -> None:
+        """A run of ``task_id`` starts here: what an earlier run made durable is old news."""
+        with self._lock:
+            self._last.pop(task_id, None)
+
     def over(self, task_id: str) -> None:
         """A run of ``task_id`` here is over: its waiters are told the status it made
         durable, or None (they read the row: the run wrote it some other way, or crashed)."""
@@ -74,7 +80,8 @@ class TaskEnds:
             loop = fut.get_loop()
             if loop is here:
                 _tell(fut, status)
-            elif not loop.is_closed():
+                continue
+            with contextlib.suppress(RuntimeError):  # (its loop closed: nobody waits there)
                 loop.call_soon_threadsafe(_tell, fut, status)
 
 

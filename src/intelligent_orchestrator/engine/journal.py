@@ -52,6 +52,8 @@ class _Lane:
     """Loop time the oldest pending write was handed over."""
     due: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the pending writes must be committed now (someone waits for them)."""
+    eager: bool = False
+    """Every write is due at once (the journal is being drained)."""
 
 
 class JournalWriteError(RuntimeError):
@@ -124,6 +126,10 @@ class StepJournal:
         hold = self._held.get(task_id)
         if hold is not None:
             await asyncio.shield(hold[0])
+            if self._held.get(task_id) is hold:
+                # (Resolved already: its release is scheduled but has not run; let it queue
+                # the held writes, so that a hurry() after this finds them.)
+                await asyncio.sleep(0)
         if task_id in self._failed:
             raise JournalWriteError(str(self._failed[task_id]))
 
@@ -153,8 +159,8 @@ class StepJournal:
         if not lane.pending:
             lane.since = loop.time()
         lane.pending.append((batch, fut))
-        if batch.create is not None:
-            lane.due.set()  # its submitter waits for the row
+        if batch.create is not None or lane.eager:
+            lane.due.set()  # (a new task's submitter waits for its row)
         if lane.flusher is None or lane.flusher.done():
             lane.flusher = loop.create_task(self._flush(lane), name="step-journal")
 
@@ -210,12 +216,18 @@ class StepJournal:
             for items in tasks.values():
                 await self._commit(items)
             return
-        for (batch, fut), ok in zip(live, applied, strict=True):
+        for (_, fut), ok in zip(live, applied, strict=True):
             if not fut.done():
                 fut.set_result(ok)
+        if self.on_end is None:
+            return
+        for (batch, _), ok in zip(live, applied, strict=True):
             end = batch.task.status if ok and batch.task is not None else None
-            if end is not None and settled(end) and self.on_end is not None:
-                self.on_end(batch.task_id, end)
+            if end is not None and settled(end):
+                try:
+                    self.on_end(batch.task_id, end)
+                except Exception:  # (a waiter's trouble must not stop the journal)
+                    logger.exception("telling the end of task %s failed", batch.task_id)
 
     def _refuse(self, batch: StepBatch, fut: asyncio.Future[bool], exc: BaseException) -> None:
         self._fail(batch.task_id, exc)
@@ -232,6 +244,12 @@ class StepJournal:
     async def drain(self) -> None:
         """Wait until everything this loop queued so far is written."""
         lane = self._lanes.get(asyncio.get_running_loop())
-        while lane is not None and lane.flusher is not None and not lane.flusher.done():
-            self.hurry()
-            await asyncio.shield(lane.flusher)
+        if lane is None:
+            return
+        lane.eager = True  # (what is queued meanwhile is committed without the delay too)
+        try:
+            while lane.flusher is not None and not lane.flusher.done():
+                self.hurry()
+                await asyncio.shield(lane.flusher)
+        finally:
+            lane.eager = False

@@ -192,6 +192,8 @@ async def execute_task(
     given: a later generation's run owns the task). ``listed``: a run in ``rt.local_runs``,
     whose end is told once it is no longer listed."""
     claim = rt.claimed.pop(task_id, None)
+    if not listed:
+        rt.ends.begin(task_id)
     try:
         return await _execute(rt, task_id, claim, generation)
     finally:
@@ -465,6 +467,12 @@ class EngineHost:
         )
 
     async def stop(self) -> None:
+        try:
+            await self._stop()
+        finally:
+            gc.unfreeze()  # (the engine's objects may be garbage now)
+
+    async def _stop(self) -> None:
         global _runtime
         for t in (self._lease_task, self._cancel_task):
             if t is not None:
@@ -486,7 +494,6 @@ class EngineHost:
         if self._sys_engine is not None:
             self._sys_engine.dispose()
         _runtime = None
-        gc.unfreeze()  # (the engine's objects may be garbage now)
 
     async def maintain(self) -> list[str]:
         """One lease round: heartbeat, expire old approvals, recover dead executors' tasks."""
@@ -532,6 +539,7 @@ class EngineHost:
         # effect, an approval request or a phase change waits for the record (and if the
         # record fails, the run is cancelled).
         assert rt.journal is not None
+        rt.ends.begin(task_id)
         rt.claimed[task_id] = claim
         registered = self._launcher.submit((task_id, generation))
         rt.journal.hold(task_id, until=registered)
@@ -541,7 +549,9 @@ class EngineHost:
         def forget(_: object) -> None:
             if rt.local_runs.get(task_id) is run:
                 del rt.local_runs[task_id]
-            rt.ends.over(task_id)  # (now that it is no longer listed: see Orchestrator.settled)
+                # (now that it is no longer listed: see Orchestrator.settled; a newer run
+                # listed meanwhile tells its own end)
+                rt.ends.over(task_id)
 
         def unrecorded(f: asyncio.Future[None]) -> None:
             if f.cancelled() or f.exception() is not None:
