@@ -32,7 +32,6 @@ from .domain.models import (
 )
 from .domain.workflow import parse_workflow
 from .engine import EngineHost, QueueClient, migrate_system_database
-from .engine.ends import settled
 from .engine.pipeline import review_gate, write_record
 from .engine.runtime import Claim, EnterPhase
 from .errors import ClarificationNeeded, ConflictError, InvalidEditError, PlanningError
@@ -522,7 +521,7 @@ class Orchestrator:
                 maybe = on_progress(result)
                 if maybe is not None:
                     await maybe
-                if settled(result.task.status):
+                if result.task.status.settled:
                     return result
                 if deadline is not None and time.monotonic() > deadline:
                     return result
@@ -546,7 +545,7 @@ class Orchestrator:
                 # need to read, e.g. right after submit.)
                 if read or self.host is None or not self.host.runs_here(task_id):
                     status = await asyncio.to_thread(self.store.task_status, task_id)
-                    if settled(status):
+                    if status.settled:
                         return status
                 pause = poll_seconds
                 if deadline is not None:
@@ -554,7 +553,7 @@ class Orchestrator:
                     if pause <= 0:
                         return await asyncio.to_thread(self.store.task_status, task_id)
                 told = await self._pause(ended, pause)
-                if told is not None and settled(told):
+                if told is not None and told.settled:
                     return told
                 read = True  # told without a status, or a poll: read it
             finally:

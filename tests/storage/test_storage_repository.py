@@ -179,6 +179,20 @@ def test_update_task(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.bump_generation("ghost", status=TaskStatus.QUEUED)
 
+    # the one-column read a waiter polls
+    assert store.task_status("u") is TaskStatus.CANCELLED
+    assert store.task_status("other") is TaskStatus.RUNNING
+    with pytest.raises(NotFoundError):
+        store.task_status("ghost")
+
+
+def test_settled_statuses_are_the_finished_ones_and_the_parked() -> None:
+    assert {s for s in TaskStatus if s.settled} == {s for s in TaskStatus if s.finished} | {
+        TaskStatus.AWAITING_APPROVAL
+    }
+    assert not TaskStatus.RUNNING.settled
+    assert not TaskStatus.QUEUED.settled
+
 
 # Steps and artifacts -------------------------------------------------------------------
 

@@ -34,6 +34,12 @@ class TaskStatus(StrEnum):
     def finished(self) -> bool:
         return self in _FINISHED_TASK
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens without a person: finished, or parked for a decision (what
+        a waiter waits for)."""
+        return self in _FINISHED_TASK or self is TaskStatus.AWAITING_APPROVAL
+
 
 _FINISHED_TASK = frozenset(
     {

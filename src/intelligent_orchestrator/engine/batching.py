@@ -17,11 +17,23 @@ Handler = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 _BUSY_LINGER_SECONDS = 0.002  # a busy linger's bound in time (a turn under load is long)
 
 
-def busy(loop: asyncio.AbstractEventLoop) -> bool:
+def _busy(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether other callbacks are ready to run on ``loop`` besides the caller (CPython's
     loops keep them in ``_ready``; a loop without it counts as idle)."""
     ready = getattr(loop, "_ready", None)
     return bool(ready)
+
+
+async def linger(
+    loop: asyncio.AbstractEventLoop, *, turns: int, busy_turns: int, busy_seconds: float
+) -> None:
+    """Let ``turns`` event-loop turns pass, then up to ``busy_turns`` more while the loop has
+    other work ready, ``busy_seconds`` at most from the start (under load a turn is long)."""
+    until = loop.time() + busy_seconds
+    for turn in range(turns + busy_turns):
+        if turn >= turns and (not _busy(loop) or loop.time() > until):
+            return
+        await asyncio.sleep(0)
 
 
 class Coalescer(Generic[T, R]):
@@ -80,11 +92,12 @@ class Coalescer(Generic[T, R]):
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            until = loop.time() + _BUSY_LINGER_SECONDS
-            for turn in range(self._linger + self._busy_linger):
-                if turn >= self._linger and (not busy(loop) or loop.time() > until):
-                    break
-                await asyncio.sleep(0)
+            await linger(
+                loop,
+                turns=self._linger,
+                busy_turns=self._busy_linger,
+                busy_seconds=_BUSY_LINGER_SECONDS,
+            )
             batch = self._pending.pop(loop, [])
             if not batch:
                 return

@@ -16,12 +16,6 @@ import threading
 from ..domain.models import TaskStatus
 
 
-def settled(status: TaskStatus) -> bool:
-    """Whether a task in ``status`` waits for nothing this process does: it has finished, or
-    it is parked for a person's decision."""
-    return status.finished or status is TaskStatus.AWAITING_APPROVAL
-
-
 class TaskEnds:
     def __init__(self) -> None:
         self._lock = threading.Lock()

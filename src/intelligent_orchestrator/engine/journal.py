@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 
 from ..domain.models import TaskStatus
 from ..storage import EffectRecord, EffectStart, StepBatch, Store, commit_outcome_unknown
-from .batching import Coalescer, busy
-from .ends import settled
+from .batching import Coalescer, linger
 
 logger = logging.getLogger(__name__)
 
@@ -176,16 +175,17 @@ class StepJournal:
                     await lane.due.wait()
                 finally:
                     timer.cancel()
-            # Linger while the event loop has other work ready (at least a few turns, at most
-            # _LINGER_MAX turns or about a millisecond: under load a turn is long): the steps just launched take their first stride before the
-            # commit's thread competes for the GIL, and what they and other tasks hand over
-            # meanwhile (a step that ends at once, a task's end) joins this commit instead of
-            # waiting for the next one. An idle loop commits at once.
-            until = loop.time() + _LINGER_SECONDS
-            for turn in range(_LINGER_MAX):
-                if turn >= _LINGER_MIN and (not busy(loop) or loop.time() > until):
-                    break
-                await asyncio.sleep(0)
+            # Due: linger while the event loop has other work ready (a few turns at least, at
+            # most _LINGER_MAX turns or about a millisecond): the steps just launched take
+            # their first stride before the commit's thread competes for the GIL, and what
+            # they and other tasks hand over meanwhile (a step that ends at once, a task's
+            # end) joins this commit instead of waiting for the next one.
+            await linger(
+                loop,
+                turns=_LINGER_MIN,
+                busy_turns=_LINGER_MAX - _LINGER_MIN,
+                busy_seconds=_LINGER_SECONDS,
+            )
             items, lane.pending = lane.pending, []
             lane.due.clear()
             await self._commit(items)
@@ -223,7 +223,7 @@ class StepJournal:
             return
         for (batch, _), ok in zip(live, applied, strict=True):
             end = batch.task.status if ok and batch.task is not None else None
-            if end is not None and settled(end):
+            if end is not None and end.settled:
                 try:
                     self.on_end(batch.task_id, end)
                 except Exception:  # (a waiter's trouble must not stop the journal)

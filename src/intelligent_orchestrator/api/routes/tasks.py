@@ -150,7 +150,7 @@ async def task_events(
             if doc != last:
                 last = doc
                 yield f"event: progress\ndata: {doc}\n\n"
-            if result.task.status.finished or result.task.status is TaskStatus.AWAITING_APPROVAL:
+            if result.task.status.settled:
                 yield f"event: end\ndata: {json.dumps({'status': result.task.status.value})}\n\n"
                 return
             await asyncio.sleep(poll_seconds)
