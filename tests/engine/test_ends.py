@@ -7,9 +7,13 @@ import gc
 import threading
 from typing import Any
 
+import pytest
+
 from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
 from intelligent_orchestrator.engine.ends import TaskEnds
 from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.settings import Settings
+from intelligent_orchestrator.tools import ToolRegistry
 
 NEVER = 600.0  # a poll interval no test waits out: an answer before it was told, not polled
 
@@ -111,3 +115,16 @@ async def test_the_engine_freezes_what_it_starts_with_and_thaws_it_when_stopped(
     assert gc.get_freeze_count() > 0
     await orch.close()
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_engine_prepares_its_tools_input_checks_as_it_starts(
+    settings: Settings, registry: ToolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared: list[ToolRegistry] = []
+    monkeypatch.setattr(ToolRegistry, "prepare", lambda self: prepared.append(self))
+    o = Orchestrator(settings, registry=registry)
+    await o.start_engine(kind="test", listen=False)
+    try:
+        assert prepared == [registry]
+    finally:
+        await o.close()

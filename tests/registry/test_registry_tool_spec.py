@@ -1,13 +1,16 @@
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import fastjsonschema
 import pytest
 from pydantic import BaseModel, Field
 
 from intelligent_orchestrator.domain.models import ToolSpecification
 from intelligent_orchestrator.errors import ConfigError, ToolInputError, ToolNotFoundError
 from intelligent_orchestrator.tools import Tool, ToolContext, ToolRegistry, tool
+from intelligent_orchestrator.tools import spec as spec_module
 
 
 class Summary(BaseModel):
@@ -394,3 +397,30 @@ def test_the_fast_check_is_used_only_where_draft7_means_the_same() -> None:
         _fast_check({"type": "object", "properties": {"x": {"$ref": "https://example.com/s.json"}}})
         is None
     )
+
+
+def test_prepare_builds_every_tools_input_check_before_its_first_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A schema no other test has compiled in this process.
+    field = f"f_{uuid.uuid4().hex[:8]}"
+    schema = {"type": "object", "properties": {field: {"type": "integer"}}, "required": [field]}
+    registry = ToolRegistry()
+    registry.register_tool(
+        ToolSpecification(tool_id=field, name=field, description="d", input_schema=schema),
+        _raw_impl,
+    )
+    compiled: list[Any] = []
+    real = fastjsonschema.compile
+
+    def counting(*a: Any, **k: Any) -> Any:
+        compiled.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(fastjsonschema, "compile", counting)
+    registry.prepare()
+    assert compiled == [schema]
+    # the first check of an input uses it: nothing is compiled then
+    assert spec_module.schema_errors(schema, {field: 1}) == []
+    assert [e.validator for e in spec_module.schema_errors(schema, {field: "x"})] == ["type"]
+    assert compiled == [schema]

@@ -38,6 +38,8 @@ def parse_path(path: str) -> tuple[str | int, ...]:
 def find_references(value: Any) -> Iterator[Reference]:
     """Yield every reference inside a JSON-like value (strings, lists, dicts)."""
     if isinstance(value, str):
+        if "${" not in value:  # (most inputs: no reference to look for)
+            return
         for m in REF_PATTERN.finditer(value):
             yield Reference(step=m.group("step"), path=parse_path(m.group("path")), text=m.group(0))
     elif isinstance(value, dict):
@@ -69,6 +71,8 @@ def resolve(value: Any, outputs: dict[str, Any]) -> Any:
     reference inside a longer string is formatted as text.
     """
     if isinstance(value, str):
+        if "${" not in value:
+            return value
         whole = REF_PATTERN.fullmatch(value.strip())
         if whole:
             ref = Reference(whole.group("step"), parse_path(whole.group("path")), whole.group(0))

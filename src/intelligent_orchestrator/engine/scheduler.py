@@ -50,6 +50,7 @@ from ..storage import (
 )
 from ..tools.registry import ToolRegistry
 from ..tools.spec import Artifact, Tool, ToolContext
+from .deadlines import Deadlines
 from .journal import StepJournal
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class DagRun:
     _unflushed: list[asyncio.Future[bool]] = field(default_factory=list)
     _effects: list[tuple[str, Any]] = field(default_factory=list)  # done, not yet handed over
     _workspace: Path | None = None  # (settings.workspace builds a new Path per call)
+    _deadlines: Deadlines = field(default_factory=Deadlines)  # the steps' timeouts
 
     async def run(
         self,
@@ -137,10 +139,10 @@ class DagRun:
         if self.journal is None:
             self.journal = StepJournal(self.store)
         self.journal.begin(self.task_id)
-        order = execution_order(self.plan)
         steps = {s.id: s for s in self.plan.steps}
         self._tools = {s.id: s.tool for s in self.plan.steps}
-        deps = {sid: step_dependencies(steps[sid]) for sid in order}
+        deps = {sid: step_dependencies(s) for sid, s in steps.items()}
+        order = execution_order(self.plan, deps)
         for sid in order:
             self.state[sid] = StepStatus.PENDING
         for r in previous:
@@ -171,7 +173,7 @@ class DagRun:
                 updates, artifacts, cost = self._apply(done)
                 done = []
                 updates += self._propagate_skips(order, deps)
-                launch: list[tuple[WorkflowStep, dict[str, Any]]] = []
+                launch: list[tuple[WorkflowStep, dict[str, Any], bool]] = []
                 if self.stopped:
                     updates += self._stop_pending(order)
                 elif not self.cancelled:
@@ -191,8 +193,9 @@ class DagRun:
                             updates.append(self._update(outcome))
                             continue
                         self.state[sid] = StepStatus.RUNNING
-                        launch.append((step, args))
-                        if not self._needs_approval(step, args):
+                        gated = self._needs_approval(step, args)
+                        launch.append((step, args, gated))
+                        if not gated:
                             self.attempts[sid] = self.attempts.get(sid, 0) + 1
                             updates.append(
                                 StepUpdate(
@@ -210,8 +213,10 @@ class DagRun:
                     break  # the last transitions go with the task's end, in one commit
                 self._write(updates, artifacts, cost)
                 self._raise_failed_writes()
-                for step, args in launch:
-                    t = asyncio.create_task(self._run_step(step, args), name=f"step:{step.id}")
+                for step, args, gated in launch:
+                    t = asyncio.create_task(
+                        self._run_step(step, args, gated=gated), name=f"step:{step.id}"
+                    )
                     t.add_done_callback(ended.put_nowait)
                     self._running[t] = step.id
                 # Every step that has ended by now (one wake-up, however many steps run).
@@ -418,9 +423,9 @@ class DagRun:
         return self.registry.get(step.tool).needs_approval(args)
 
     # One step ----------------------------------------------------------------------------
-    async def _run_step(self, step: WorkflowStep, args: dict[str, Any]) -> Outcome:
+    async def _run_step(self, step: WorkflowStep, args: dict[str, Any], *, gated: bool) -> Outcome:
+        """Run one step (``gated``: it waits for a person's approval first)."""
         try:
-            gated = self._needs_approval(step, args)
             if gated or self.registry.get(step.tool).spec.side_effects:
                 await self._durable()  # act only on outputs the database has
             if gated:
@@ -530,9 +535,15 @@ class DagRun:
             scope = CallScope(task_id=self.task_id, step_id=step.id, budget=self.budget)
             if self.gateway is not None:
                 ctx.llm = BoundLlm(self.gateway, scope, self.feedback.get(step.id, ()))
+            task = self._deadlines.arm(timeout)
             try:
-                async with asyncio.timeout(timeout):
+                try:
                     output = await self._invoke(tool, args, ctx)
+                except BaseException as exc:
+                    if self._deadlines.disarm(task, exc):
+                        raise TimeoutError from exc
+                    raise
+                self._deadlines.disarm(task, None)
             except TimeoutError:
                 err: ToolError = ToolTimeoutError(
                     f"timed out after {timeout:g} s", tool_id=tool.tool_id

@@ -32,6 +32,7 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
             problems.append(f"step {sid!r} is defined more than once")
         seen.add(sid)
     known = set(ids)
+    deps: dict[str, set[str]] = {}
 
     for step in plan.steps:
         for dep in step.depends_on:
@@ -40,6 +41,7 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
             elif dep not in known:
                 problems.append(f"step {step.id!r} depends on unknown step {dep!r}")
         refs = list(find_references(step.inputs))
+        deps[step.id] = {*step.depends_on, *(r.step for r in refs)}
         for ref in refs:
             if ref.step == step.id:
                 problems.append(f"step {step.id!r}: {ref} refers to the step's own output")
@@ -56,16 +58,18 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
             if ref.step in known and ref.step != step.id:
                 problems.extend(_check_ref_path(step, ref, plan, registry))
 
-    cycle = _find_cycle(plan)
+    cycle = _find_cycle(plan, deps)
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(repr(s) for s in cycle))
     if problems:
         raise WorkflowValidationError(problems)
 
 
-def execution_order(plan: ExecutionPlan) -> list[str]:
-    """A topological order of the step ids, stable with respect to the file's order."""
-    deps = {s.id: step_dependencies(s) for s in plan.steps}
+def execution_order(plan: ExecutionPlan, deps: dict[str, set[str]] | None = None) -> list[str]:
+    """A topological order of the step ids, stable with respect to the file's order
+    (``deps``: each step's dependencies, if the caller has them already)."""
+    if deps is None:
+        deps = {s.id: step_dependencies(s) for s in plan.steps}
     order: list[str] = []
     done: set[str] = set()
     remaining = [s.id for s in plan.steps]
@@ -143,9 +147,9 @@ def _deref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _find_cycle(plan: ExecutionPlan) -> list[str] | None:
+def _find_cycle(plan: ExecutionPlan, step_deps: dict[str, set[str]]) -> list[str] | None:
     known = {s.id for s in plan.steps}
-    deps = {s.id: sorted(step_dependencies(s) & known - {s.id}) for s in plan.steps}
+    deps = {sid: sorted(d & known - {sid}) for sid, d in step_deps.items()}
     color: dict[str, int] = {}
     stack: list[str] = []
 
