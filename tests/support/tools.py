@@ -87,18 +87,20 @@ async def crash(ctx: ToolContext) -> dict[str, int]:
 async def deliver(ctx: ToolContext, message: str, hold_seconds: float = 0.0) -> dict[str, str]:
     """Side effect: append to outbox.log once per idempotency key (like an API that honours the key).
 
-    ``hold_seconds`` keeps the first attempt busy after the effect, so a test can kill it there.
+    ``hold_seconds`` keeps the call that delivers busy after the effect, so a test can kill it
+    there (a re-run after a crash finds the message delivered and returns at once).
     """
     _count(ctx, "deliver")
     outbox = ctx.workspace / "outbox.log"
     lines = outbox.read_text().splitlines() if outbox.exists() else []
-    if not any(line.startswith(ctx.idempotency_key + " ") for line in lines):
+    delivered = any(line.startswith(ctx.idempotency_key + " ") for line in lines)
+    if not delivered:
         with outbox.open("a") as f:
             f.write(f"{ctx.idempotency_key} {message}\n")
             f.flush()
             os.fsync(f.fileno())
     (ctx.workspace / f"delivered-{ctx.task_id}-{ctx.step_id}").touch()
-    if ctx.attempt <= 1:
+    if not delivered:
         await asyncio.sleep(hold_seconds)
     return {"receipt": ctx.idempotency_key}
 
