@@ -206,9 +206,16 @@ def phases_line(task: Task) -> str:
 
 def quality_table(a: QualityAssessment) -> Table:
     dims = list(a.dimensions)
+    if a.passed:
+        verdict = "[green]passed[/]"
+    elif a.overall_score >= a.threshold and not a.judge_error:
+        # (over the mark on average, and yet not passed: say why)
+        verdict = "[red]not passed: a dimension or a deliverable scored too low[/]"
+    else:
+        verdict = "[red]below the mark[/]"
     table = Table(
         title=f"quality {a.overall_score:.2f} (pass mark {a.threshold:.2f}) — "
-        + ("[green]passed[/]" if a.passed else "[red]below the mark[/]")
+        + verdict
         + (f" — [red]judge failed: {escape(a.judge_error)}[/]" if a.judge_error else ""),
         title_justify="left",
     )
@@ -231,13 +238,18 @@ def print_review(review: Review, *, console: Console | None = None) -> None:
     out.print(phases_line(task))
     if review.assessment is not None:
         out.print(quality_table(review.assessment))
-        for i in review.assessment.issues[:10]:
+        # The same finding from several checks or rounds is one line, with its count.
+        lines: dict[str, int] = {}
+        for i in review.assessment.issues:
             where = f" (step {i.step_id})" if i.step_id else ""
             colour = "red" if i.severity == "error" else "yellow"
-            out.print(
+            line = (
                 f"  [{colour}]{i.severity}[/] {i.deliverable or ''} {i.dimension}: "
                 f"{escape(i.message)}{where}"
             )
+            lines[line] = lines.get(line, 0) + 1
+        for line, n in list(lines.items())[:10]:
+            out.print(line + (f" ({n} times)" if n > 1 else ""))
         if len(review.attempts) > 1:
             out.print(
                 "attempts: "
