@@ -137,3 +137,9 @@ async def test_arming_twice_or_outside_a_task_is_refused() -> None:
     loop.call_soon(call)
     with pytest.raises(RuntimeError, match="from a task"):
         await fut
+
+
+async def test_an_infinite_timeout_never_fires() -> None:
+    d = Deadlines()
+    assert await guarded(d, float("inf"), 0.01) == "done"
+    assert not d._timers

@@ -35,7 +35,7 @@ class Deadlines:
         loop = task.get_loop()
         grain = min(timeout / 1000, _MAX_GRAIN)
         when = loop.time() + timeout
-        if grain > 0:
+        if math.isfinite(when) and grain > 0:  # (an infinite timeout: a timer that never fires)
             when = math.ceil(when / grain) * grain
         timer = self._timers.get(when)
         if timer is None:
