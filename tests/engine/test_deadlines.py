@@ -12,15 +12,8 @@ from intelligent_orchestrator.engine.deadlines import Deadlines
 
 async def guarded(deadlines: Deadlines, timeout: float, work: float) -> str:
     """Sleep ``work`` seconds under a deadline of ``timeout``; say how it ended."""
-    task = deadlines.arm(timeout)
     try:
-        try:
-            await asyncio.sleep(work)
-        except BaseException as exc:
-            if deadlines.disarm(task, exc):
-                raise TimeoutError from exc
-            raise
-        deadlines.disarm(task, None)
+        await deadlines.within(timeout, asyncio.sleep(work))
     except TimeoutError:
         return "timeout"
     return "done"
@@ -100,15 +93,11 @@ async def test_a_tool_that_swallows_the_cancellation_leaves_no_cancel_request() 
     d = Deadlines()
 
     async def stubborn() -> int:
-        task = d.arm(0.02)
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(5)  # a tool that ignores cancellation and returns
-            return asyncio.current_task().cancelling()  # type: ignore[union-attr]
-        finally:
-            d.disarm(task, None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(5)  # a tool that ignores cancellation and returns
+        return asyncio.current_task().cancelling()  # type: ignore[union-attr]
 
-    t = asyncio.create_task(stubborn())
+    t = asyncio.create_task(d.within(0.02, stubborn()))
     assert await t == 1  # cancelled once, by the deadline
     assert t.cancelling() == 0  # and the request was withdrawn on disarm
 

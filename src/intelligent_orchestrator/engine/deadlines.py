@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _MAX_GRAIN = 0.05
 
@@ -24,6 +28,19 @@ class Deadlines:
         self._armed: dict[asyncio.Task[object], tuple[float, int]] = {}
         """Per task: its deadline and how many cancel requests it had when armed."""
         self._expired: set[asyncio.Task[object]] = set()
+
+    async def within(self, timeout: float, aw: Awaitable[T]) -> T:
+        """``await aw`` in the current task, or raise :class:`TimeoutError` once ``timeout``
+        seconds have passed (as ``async with asyncio.timeout(timeout)`` would)."""
+        task = self.arm(timeout)
+        try:
+            result = await aw
+        except BaseException as exc:
+            if self.disarm(task, exc):
+                raise TimeoutError from exc
+            raise
+        self.disarm(task, None)
+        return result
 
     def arm(self, timeout: float) -> asyncio.Task[object]:
         """Cancel the current task ``timeout`` seconds from now (unless :meth:`disarm`\\ ed)."""

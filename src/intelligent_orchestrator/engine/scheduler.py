@@ -535,15 +535,8 @@ class DagRun:
             scope = CallScope(task_id=self.task_id, step_id=step.id, budget=self.budget)
             if self.gateway is not None:
                 ctx.llm = BoundLlm(self.gateway, scope, self.feedback.get(step.id, ()))
-            task = self._deadlines.arm(timeout)
             try:
-                try:
-                    output = await self._invoke(tool, args, ctx)
-                except BaseException as exc:
-                    if self._deadlines.disarm(task, exc):
-                        raise TimeoutError from exc
-                    raise
-                self._deadlines.disarm(task, None)
+                output = await self._deadlines.within(timeout, self._invoke(tool, args, ctx))
             except TimeoutError:
                 err: ToolError = ToolTimeoutError(
                     f"timed out after {timeout:g} s", tool_id=tool.tool_id
