@@ -296,3 +296,77 @@ def test_kill_during_a_batched_resume_finishes_every_task_once(
         assert runs(ws, t).count("send") == 2  # re-run once, with the same idempotency key
         assert [e.status for e in store.effects(t)] == ["done"]
     assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))
+
+
+DIES_BEFORE_THE_RECORD = """
+import asyncio, os, sys
+from intelligent_orchestrator.engine import runtime
+from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.settings import Settings
+
+async def die(launches):
+    print("claimed", sorted(t for t, _ in launches), flush=True)
+    os._exit(9)  # as kill -9: after the approvals' commit, before the runs' DBOS record
+
+runtime._launch = die
+
+async def main():
+    orch = Orchestrator(Settings())
+    await orch.start_engine(kind="approver", listen=False)
+    await asyncio.gather(*(orch.approve(t, run_here=True) for t in sys.argv[1:]))
+
+asyncio.run(main())
+"""
+
+
+def test_kill_between_an_approval_and_its_run_record_finishes_the_tasks(
+    settings: Settings, env: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    """The approving process commits the approvals, claiming the tasks for itself, and dies
+    before DBOS records the runs: no workflow exists to recover. A worker takes over the dead
+    executor's claimed tasks and each side effect happens once."""
+    ws = settings.workspace
+    a = Worker(env, "record-a", tmp_path)
+    approver = None
+    try:
+        ids = [
+            submit(
+                env,
+                tmp_path,
+                {
+                    "name": f"mail{i}",
+                    "steps": [
+                        {"id": "draft", "tool": "noop", "inputs": {"value": i}},
+                        {
+                            "id": "send",
+                            "tool": "deliver",
+                            "inputs": {"message": "m${steps.draft.output.value}"},
+                        },
+                    ],
+                },
+            )
+            for i in range(2)
+        ]
+        wait_for(
+            lambda: all(status(store, t) is TaskStatus.AWAITING_APPROVAL for t in ids),
+            timeout=60,
+            what="parking",
+        )
+        approver = Worker(
+            env, "approver", tmp_path, command=[sys.executable, "-c", DIES_BEFORE_THE_RECORD, *ids]
+        )
+        assert approver.proc.wait(timeout=60) == 9, approver.output()
+        assert f"claimed {sorted(ids)!r}" in approver.output()
+        assert all(status(store, t) is TaskStatus.RUNNING for t in ids)
+        wait_for(
+            lambda: all(finished(store, t) for t in ids), timeout=60, what="recovery by worker a"
+        )
+    finally:
+        if approver is not None:
+            approver.stop()
+        a.stop()
+    for t in ids:
+        assert status(store, t) is TaskStatus.SUCCEEDED, a.output()
+        assert runs(ws, t) == ["draft", "send"]
+    assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))
+    assert "was claimed by executor" in a.output()

@@ -53,6 +53,8 @@ ENGINE_VERSION = "engine-2"  # engine-2: a request's task is planned inside its 
 TASK_QUEUE = "tasks"
 TASK_WORKFLOW = "task.run"
 TASKS_WORKFLOW = "tasks.run"
+REQUEUE_CHECK = 100
+"""Queued tasks checked per lease round for a run that was never enqueued."""
 
 EnterPhase = Callable[[PipelinePhase], Awaitable[None]]
 # Plans a request's task (phases 1-2), calling EnterPhase as it enters discover and plan.
@@ -331,6 +333,25 @@ def _now() -> Any:
     return utcnow()
 
 
+def _unrecorded_runs(store: Store, executor_id: str) -> list[tuple[str, int]]:
+    """The tasks (id, run generation) that a dead executor left running with no pending DBOS
+    workflow of its own to recover them: it claimed them (created, or approved and claimed,
+    in one commit) and died before the workflow's record was written."""
+    running = store.tasks_running_on(executor_id)
+    if not running:
+        return []
+    covered: set[str] = set()
+    for wf in DBOS.list_workflows(
+        executor_id=executor_id, status=["PENDING", "ENQUEUED"], load_output=False
+    ):
+        args = (wf.input or {}).get("args") or ()
+        if wf.name == TASK_WORKFLOW and args:
+            covered.add(args[0])
+        elif wf.name == TASKS_WORKFLOW and args:
+            covered.update(task_id for task_id, _ in args[0])
+    return [(t, g) for t, g in running if t not in covered]
+
+
 def default_executor_id(kind: str) -> str:
     host = socket.gethostname().split(".")[0][:24] or "host"
     return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -506,6 +527,8 @@ class EngineHost:
             self.store.claim_dead_executors, me=self.executor_id, lease=self.lease
         )
         for ex in dead:
+            # (Read before the recovery below moves the executor's workflows on.)
+            unrecorded = await asyncio.to_thread(_unrecorded_runs, self.store, ex)
             handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
             if handles:
                 logger.warning(
@@ -513,7 +536,37 @@ class EngineHost:
                     len(handles),
                     ex,
                 )
+            for task_id, generation in unrecorded:
+                logger.warning(
+                    "task %s was claimed by executor %s, which stopped before recording its "
+                    "run; starting the run here",
+                    task_id,
+                    ex,
+                )
+                await self.start_task(task_id, generation)
+        await self._requeue_unrecorded()
         return dead
+
+    async def _requeue_unrecorded(self) -> None:
+        """Queue again the tasks queued longer than a lease ago whose run was never enqueued
+        (the process that queued them died between its commit and the enqueue). The oldest
+        :data:`REQUEUE_CHECK` tasks are checked per round; the queue serves the oldest first."""
+        cutoff = _now() - self.lease
+        queued = await asyncio.to_thread(self.store.queued_before, cutoff, limit=REQUEUE_CHECK)
+        if not queued:
+            return
+        ids = {workflow_id(t, g): (t, g) for t, g in queued}
+        known = await asyncio.to_thread(
+            DBOS.list_workflows, workflow_ids=list(ids), load_input=False, load_output=False
+        )
+        for wf_id in ids.keys() - {w.workflow_id for w in known}:
+            task_id, generation = ids[wf_id]
+            logger.warning(
+                "task %s was queued without its run (the process that queued it stopped "
+                "first); queueing the run",
+                task_id,
+            )
+            await self.enqueue_task(task_id, generation)
 
     async def _lease_loop(self) -> None:
         while True:

@@ -1101,6 +1101,7 @@ class Store:
             _reset_steps(s, task, step_ids, round_=task.round + 1, phase=PipelinePhase.REFINE)
             task.run_generation += 1
             task.status = TaskStatus.QUEUED.value
+            task.updated_at = now
             return task.run_generation
 
     def restore_round(
@@ -1368,6 +1369,31 @@ class Store:
             if done:
                 claimed.append(ex)
         return claimed
+
+    def tasks_running_on(self, executor_id: str) -> list[tuple[str, int]]:
+        """The tasks an executor left running (its claims), each with its run generation."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(TaskRow.task_id, TaskRow.run_generation)
+                .where(
+                    TaskRow.status == TaskStatus.RUNNING.value,
+                    TaskRow.executor_id == executor_id,
+                )
+                .order_by(TaskRow.task_id)
+            )
+            return [(r[0], r[1]) for r in rows]
+
+    def queued_before(self, cutoff: datetime, *, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` tasks queued (and untouched) since before ``cutoff``, oldest first,
+        each with its run generation."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(TaskRow.task_id, TaskRow.run_generation)
+                .where(TaskRow.status == TaskStatus.QUEUED.value, TaskRow.updated_at < cutoff)
+                .order_by(TaskRow.updated_at, TaskRow.task_id)
+                .limit(limit)
+            )
+            return [(r[0], r[1]) for r in rows]
 
     def live_executors(
         self, *, lease: timedelta, kinds: Iterable[str] | None = None
