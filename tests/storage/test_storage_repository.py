@@ -599,6 +599,38 @@ def test_decide_one_step_or_all(store: Store) -> None:
     assert len(store.feedback("multi")) == 1  # one feedback row per decision
 
 
+def test_expiry_skips_a_task_being_decided_instead_of_deadlocking(
+    store: Store, engine: sa.Engine, backend: str
+) -> None:
+    """A decision locks its task, then the task's approvals; the lease round's expiry must not
+    take them in the other order (on Postgres that deadlocked with a decision)."""
+    if backend != "postgres":
+        pytest.skip("row locks are Postgres's (SQLite has one writer at a time)")
+    for t in ("busy", "idle"):
+        store.create_task(PLAN, task_id=t)
+        store.update_task(t, status=TaskStatus.AWAITING_APPROVAL)
+        store.request_approval(t, None, expires_in=timedelta(seconds=-1))
+    expired: list[list[str]] = []
+    with engine.connect() as decision:
+        decision.execute(  # as Store._decide: the task row first...
+            sa.text("SELECT 1 FROM tasks WHERE task_id = 'busy' FOR UPDATE")
+        )
+        expiry = threading.Thread(target=lambda: expired.append(store.expire_approvals()))
+        expiry.start()
+        expiry.join(timeout=10)
+        waited = expiry.is_alive()
+        decision.execute(  # ...then its approvals (the expiry must not hold them)
+            sa.text("SELECT 1 FROM approvals WHERE task_id = 'busy' FOR UPDATE NOWAIT")
+        )
+        decision.rollback()
+    expiry.join(timeout=10)
+    assert not waited, "the expiry waited for the task being decided"
+    assert expired == [["idle"]]
+    assert store.get_task("busy").status is TaskStatus.AWAITING_APPROVAL
+    assert store.expire_approvals() == ["busy"]  # the next round, once the decision is over
+    assert store.get_task("busy").status is TaskStatus.EXPIRED
+
+
 def test_expired_or_cancelled_approvals_are_refused(store: Store) -> None:
     store.create_task(PLAN, task_id="late")
     store.update_task("late", status=TaskStatus.AWAITING_APPROVAL)

@@ -872,7 +872,25 @@ class Store:
             if conn.execute(q.with_only_columns(ApprovalRow.approval_id).limit(1)).first() is None:
                 return []
         with self.session() as s, s.begin():
-            rows = list(s.scalars(q.with_for_update(skip_locked=True)))
+            # Tasks first, in id order, as a decision locks them (then their approvals): the
+            # other order deadlocked with a decision on Postgres. A task being decided right
+            # now is skipped: the decision expires its due approvals itself.
+            due = s.scalars(q.with_only_columns(ApprovalRow.task_id).distinct()).all()
+            locked = s.scalars(
+                sa.select(TaskRow.task_id)
+                .where(TaskRow.task_id.in_(due))
+                .order_by(TaskRow.task_id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not locked:
+                return []
+            rows = list(
+                s.scalars(
+                    q.where(ApprovalRow.task_id.in_(locked))
+                    .order_by(ApprovalRow.task_id, ApprovalRow.approval_id)
+                    .with_for_update()
+                )
+            )
             for r in rows:
                 r.status = ApprovalStatus.EXPIRED.value
                 r.decided_at = now
