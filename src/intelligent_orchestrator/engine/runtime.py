@@ -30,6 +30,7 @@ from ..settings import Settings
 from ..storage import (
     Decided,
     Decision,
+    RunRef,
     StepBatch,
     Store,
     TaskUpdate,
@@ -53,8 +54,8 @@ ENGINE_VERSION = "engine-2"  # engine-2: a request's task is planned inside its 
 TASK_QUEUE = "tasks"
 TASK_WORKFLOW = "task.run"
 TASKS_WORKFLOW = "tasks.run"
-REQUEUE_CHECK = 100
-"""Queued tasks checked per lease round for a run that was never enqueued."""
+SWEEP_PAGE = 100
+"""Tasks checked per lease round and sweep for a run that nobody will carry out."""
 
 EnterPhase = Callable[[PipelinePhase], Awaitable[None]]
 # Plans a request's task (phases 1-2), calling EnterPhase as it enters discover and plan.
@@ -333,23 +334,31 @@ def _now() -> Any:
     return utcnow()
 
 
-def _unrecorded_runs(store: Store, executor_id: str) -> list[tuple[str, int]]:
-    """The tasks (id, run generation) that a dead executor left running with no pending DBOS
-    workflow of its own to recover them: it claimed them (created, or approved and claimed,
-    in one commit) and died before the workflow's record was written."""
-    running = store.tasks_running_on(executor_id)
-    if not running:
+def _uncovered(runs: list[RunRef]) -> list[RunRef]:
+    """The runs no DBOS workflow carries out: no workflow of the run's own id exists (in any
+    state: DBOS never starts an id twice), and no pending batch (``tasks.run``) lists the task
+    at that generation. (Every run of a task's generation but a batch's has that id.)"""
+    if not runs:
         return []
-    covered: set[str] = set()
-    for wf in DBOS.list_workflows(
-        executor_id=executor_id, status=["PENDING", "ENQUEUED"], load_output=False
+    known = {
+        w.workflow_id
+        for w in DBOS.list_workflows(
+            workflow_ids=[workflow_id(r.task_id, r.generation) for r in runs],
+            load_input=False,
+            load_output=False,
+        )
+    }
+    left = [r for r in runs if workflow_id(r.task_id, r.generation) not in known]
+    if not left:
+        return []
+    batched: set[tuple[str, int]] = set()
+    for w in DBOS.list_workflows(
+        name=TASKS_WORKFLOW, status=["PENDING", "ENQUEUED"], load_output=False
     ):
-        args = (wf.input or {}).get("args") or ()
-        if wf.name == TASK_WORKFLOW and args:
-            covered.add(args[0])
-        elif wf.name == TASKS_WORKFLOW and args:
-            covered.update(task_id for task_id, _ in args[0])
-    return [(t, g) for t, g in running if t not in covered]
+        args = w.input.get("args", ()) if isinstance(w.input, dict) else ()
+        if args:
+            batched.update((task_id, generation) for task_id, generation in args[0])
+    return [r for r in left if (r.task_id, r.generation) not in batched]
 
 
 def default_executor_id(kind: str) -> str:
@@ -417,6 +426,8 @@ class EngineHost:
         self._approver: Coalescer[tuple[Decision, bool], Decided] = Coalescer(
             self._approve_batch, name="approver"
         )
+        self._swept: dict[str, RunRef | None] = {"orphans": None, "queued": None}
+        """Where each sweep of the lease round goes on (None: from the oldest)."""
 
     @property
     def lease(self) -> timedelta:
@@ -476,6 +487,7 @@ class EngineHost:
             worker_concurrency=self.settings.engine.worker_concurrency,
             polling_interval_sec=self.settings.engine.queue_polling_seconds,
         )
+        await self._rescue_own()
         await self.maintain()
         await asyncio.to_thread(self.registry.prepare)
         # What exists now (modules, DBOS, pools, the registry) lives as long as the engine:
@@ -527,46 +539,65 @@ class EngineHost:
             self.store.claim_dead_executors, me=self.executor_id, lease=self.lease
         )
         for ex in dead:
-            # (Read before the recovery below moves the executor's workflows on.)
-            unrecorded = await asyncio.to_thread(_unrecorded_runs, self.store, ex)
-            handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
+            try:
+                handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
+            except Exception:
+                logger.exception("recovering executor %s failed; it stays claimable", ex)
+                await asyncio.to_thread(self.store.release_executor, ex)
+                continue
             if handles:
                 logger.warning(
                     "recovering %d task run(s) of executor %s, which stopped or died",
                     len(handles),
                     ex,
                 )
-            for task_id, generation in unrecorded:
-                logger.warning(
-                    "task %s was claimed by executor %s, which stopped before recording its "
-                    "run; starting the run here",
-                    task_id,
-                    ex,
-                )
-                await self.start_task(task_id, generation)
-        await self._requeue_unrecorded()
+        # Runs nobody carries out: the process stopped between the commit that claimed or
+        # queued the task and its run's DBOS record. Only tasks untouched for a lease: a live
+        # process's record is on its way (README, "Durability").
+        await self._sweep(
+            "orphans",
+            self.store.orphaned_runs,
+            self.start_task,
+            "task %s is running on no live executor and has no run recorded (its process "
+            "stopped first); starting its run here",
+        )
+        await self._sweep(
+            "queued",
+            self.store.queued_before,
+            self.enqueue_task,
+            "task %s was queued without its run (the process that queued it stopped first); "
+            "queueing the run",
+        )
         return dead
 
-    async def _requeue_unrecorded(self) -> None:
-        """Queue again the tasks queued longer than a lease ago whose run was never enqueued
-        (the process that queued them died between its commit and the enqueue). The oldest
-        :data:`REQUEUE_CHECK` tasks are checked per round; the queue serves the oldest first."""
-        cutoff = _now() - self.lease
-        queued = await asyncio.to_thread(self.store.queued_before, cutoff, limit=REQUEUE_CHECK)
-        if not queued:
-            return
-        ids = {workflow_id(t, g): (t, g) for t, g in queued}
-        known = await asyncio.to_thread(
-            DBOS.list_workflows, workflow_ids=list(ids), load_input=False, load_output=False
-        )
-        for wf_id in ids.keys() - {w.workflow_id for w in known}:
-            task_id, generation = ids[wf_id]
+    async def _rescue_own(self) -> None:
+        """A process restarted under its executor id (``--executor-id``) is alive again, so
+        no sweep sees the runs its previous life claimed without recording: run them now
+        (DBOS recovers the recorded ones as it launches)."""
+        running = await asyncio.to_thread(self.store.tasks_running_on, self.executor_id)
+        for run in await asyncio.to_thread(_uncovered, running):
             logger.warning(
-                "task %s was queued without its run (the process that queued it stopped "
-                "first); queueing the run",
-                task_id,
+                "task %s was claimed by this executor before it restarted and has no run "
+                "recorded; starting its run",
+                run.task_id,
             )
-            await self.enqueue_task(task_id, generation)
+            await self.start_task(run.task_id, run.generation)
+
+    async def _sweep(
+        self,
+        name: str,
+        find: Callable[..., list[RunRef]],
+        act: Callable[[str, int], Awaitable[None]],
+        message: str,
+    ) -> None:
+        """One page of a sweep: the tasks ``find`` lists untouched for a lease (from where the
+        last round stopped) that no workflow covers get ``act`` (start or enqueue the run)."""
+        cutoff = _now() - self.lease
+        page = await asyncio.to_thread(find, cutoff, after=self._swept[name], limit=SWEEP_PAGE)
+        self._swept[name] = page[-1] if len(page) == SWEEP_PAGE else None
+        for run in await asyncio.to_thread(_uncovered, page):
+            logger.warning(message, run.task_id)
+            await act(run.task_id, run.generation)
 
     async def _lease_loop(self) -> None:
         while True:

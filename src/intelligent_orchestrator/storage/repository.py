@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast, overload
+from typing import Any, NamedTuple, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -203,6 +203,14 @@ class EffectRecord:
     key: str
     status: str
     receipt: Any
+
+
+class RunRef(NamedTuple):
+    """A task's run as the lease round sweeps for runs nobody will carry out."""
+
+    task_id: str
+    generation: int
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1388,30 +1396,67 @@ class Store:
                 claimed.append(ex)
         return claimed
 
-    def tasks_running_on(self, executor_id: str) -> list[tuple[str, int]]:
-        """The tasks an executor left running (its claims), each with its run generation."""
+    def release_executor(self, executor_id: str) -> None:
+        """Give back a dead executor this process claimed but could not recover: another
+        round (of any process) claims it again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(ExecutorRow)
+                .where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "recovered")
+                .values(status="stopped", recovered_by=None, recovered_at=None)
+            )
+
+    def tasks_running_on(self, executor_id: str) -> list[RunRef]:
+        """The tasks an executor has running (its claims), each with its run generation."""
         with self.reader.connect() as conn:
             rows = conn.execute(
-                sa.select(TaskRow.task_id, TaskRow.run_generation)
+                sa.select(TaskRow.task_id, TaskRow.run_generation, TaskRow.updated_at)
                 .where(
                     TaskRow.status == TaskStatus.RUNNING.value,
                     TaskRow.executor_id == executor_id,
                 )
-                .order_by(TaskRow.task_id)
-            )
-            return [(r[0], r[1]) for r in rows]
-
-    def queued_before(self, cutoff: datetime, *, limit: int) -> list[tuple[str, int]]:
-        """Up to ``limit`` tasks queued (and untouched) since before ``cutoff``, oldest first,
-        each with its run generation."""
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(TaskRow.task_id, TaskRow.run_generation)
-                .where(TaskRow.status == TaskStatus.QUEUED.value, TaskRow.updated_at < cutoff)
                 .order_by(TaskRow.updated_at, TaskRow.task_id)
-                .limit(limit)
             )
-            return [(r[0], r[1]) for r in rows]
+            return [RunRef(r[0], r[1], _aware(r[2])) for r in rows]
+
+    def orphaned_runs(
+        self, cutoff: datetime, *, after: RunRef | None = None, limit: int = 100
+    ) -> list[RunRef]:
+        """Tasks running, untouched since before ``cutoff``, on an executor that is not alive
+        with a heartbeat since ``cutoff`` (or on none): oldest first, from after ``after``."""
+        alive = sa.exists().where(
+            ExecutorRow.executor_id == TaskRow.executor_id,
+            ExecutorRow.status == "alive",
+            ExecutorRow.heartbeat_at >= cutoff,
+        )
+        return self._page(
+            sa.and_(TaskRow.status == TaskStatus.RUNNING.value, ~alive), cutoff, after, limit
+        )
+
+    def queued_before(
+        self, cutoff: datetime, *, after: RunRef | None = None, limit: int = 100
+    ) -> list[RunRef]:
+        """Tasks queued and untouched since before ``cutoff``: oldest first, from after
+        ``after``."""
+        return self._page(TaskRow.status == TaskStatus.QUEUED.value, cutoff, after, limit)
+
+    def _page(
+        self,
+        where: sa.ColumnElement[bool],
+        cutoff: datetime,
+        after: RunRef | None,
+        limit: int,
+    ) -> list[RunRef]:
+        q = sa.select(TaskRow.task_id, TaskRow.run_generation, TaskRow.updated_at).where(
+            where, TaskRow.updated_at < cutoff
+        )
+        if after is not None:
+            q = q.where(
+                sa.tuple_(TaskRow.updated_at, TaskRow.task_id) > (after.updated_at, after.task_id)
+            )
+        with self.reader.connect() as conn:
+            rows = conn.execute(q.order_by(TaskRow.updated_at, TaskRow.task_id).limit(limit))
+            return [RunRef(r[0], r[1], _aware(r[2])) for r in rows]
 
     def live_executors(
         self, *, lease: timedelta, kinds: Iterable[str] | None = None
