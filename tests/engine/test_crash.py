@@ -369,4 +369,4 @@ def test_kill_between_an_approval_and_its_run_record_finishes_the_tasks(
         assert status(store, t) is TaskStatus.SUCCEEDED, a.output()
         assert runs(ws, t) == ["draft", "send"]
     assert sorted(outbox(ws)) == sorted(f"{t}:send m{i}" for i, t in enumerate(ids))
-    assert "is running on no live executor and has no run recorded" in a.output()
+    assert "is claimed but has no run recorded" in a.output()

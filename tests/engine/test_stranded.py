@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ import pytest
 from dbos import DBOS
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
-from intelligent_orchestrator.engine.runtime import TASKS_WORKFLOW, workflow_id
+from intelligent_orchestrator.engine.runtime import TASKS_WORKFLOW, run_generation, workflow_id
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store, create_engine, upgrade, utcnow
@@ -32,7 +33,7 @@ MAIL = ExecutionPlan.model_validate(
         ],
     }
 )
-ORPHANED = "is running on no live executor and has no run recorded"
+ORPHANED = "is claimed but has no run recorded"
 
 
 @pytest.fixture
@@ -67,6 +68,7 @@ async def test_a_task_approved_and_claimed_by_a_process_that_died_is_run(
     short_lease: Settings, orch: Orchestrator, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws = orch.settings.workspace
+    orch.settings.engine.lease_seconds = 2.0  # (room for the "too recent" check below)
     task = await orch.submit(MAIL)
     parked = await orch.wait(task.task_id, timeout=30)
     assert parked.task.status is TaskStatus.AWAITING_APPROVAL
@@ -81,7 +83,7 @@ async def test_a_task_approved_and_claimed_by_a_process_that_died_is_run(
     assert orch.host is not None
     await orch.host.maintain()  # (too recent: a live process's record may be on its way)
     assert ORPHANED not in caplog.text
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(2.1)
     await orch.host.maintain()  # (or the lease loop, whichever comes first)
     done = await orch.wait(task.task_id, timeout=30)
     assert done.task.status is TaskStatus.SUCCEEDED
@@ -125,30 +127,52 @@ async def test_a_batch_covering_an_earlier_generation_does_not_hide_the_claimed_
     done = await orch.wait(mail.task_id, timeout=30)
     assert done.task.status is TaskStatus.SUCCEEDED
     assert f"task {mail.task_id} {ORPHANED}" in caplog.text
+    assert outbox(orch.settings.workspace) == [f"{mail.task_id}:send v5"]
     [still] = await DBOS.list_workflows_async(name=TASKS_WORKFLOW)
     assert still.status == "PENDING"  # (the batch was pending all along)
     await orch.cancel(long.task_id)
 
 
 async def test_a_process_restarted_under_its_executor_id_runs_what_it_claimed_unrecorded(
-    settings: Settings, registry: ToolRegistry, caplog: pytest.LogCaptureFixture
+    short_lease: Settings, registry: ToolRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Its executor is alive again, so no sweep sees its claims: it checks them as it starts."""
-    engine = create_engine(settings.app_database_url)
+    """Its executor is alive again, so its own sweep looks at its claims too."""
+    engine = create_engine(short_lease.app_database_url)
     upgrade(engine)
     store = Store(engine)
     store.register_executor("fixed", kind="worker", host="here", pid=1, lease=timedelta(seconds=1))
     store.stop_executor("fixed")  # (killed; its restart comes after its lease)
     task = store.create_task(MAIL, auto_approve=True, executor_id="fixed")
     engine.dispose()
-    orch = Orchestrator(settings, registry=registry)
+    orch = Orchestrator(short_lease, registry=registry)
     try:
         await orch.start_engine(kind="worker", executor_id="fixed")
-        done = await orch.wait(task.task_id, timeout=30)
+        done = await orch.wait(task.task_id, timeout=30)  # (a lease round, after a lease)
     finally:
         await orch.close()
     assert done.task.status is TaskStatus.SUCCEEDED
-    assert f"task {task.task_id} was claimed by this executor before it restarted" in caplog.text
+    assert f"task {task.task_id} {ORPHANED}" in caplog.text
+
+
+async def test_a_stale_workflow_of_an_earlier_generation_does_not_run_the_task(
+    orch: Orchestrator,
+) -> None:
+    """A task's own workflow claims the generation its id names, and no other."""
+    assert run_generation("t1", "t1") == 0
+    assert run_generation("t1:g3", "t1") == 3
+    assert run_generation("t1:g3+2", "t1") is None
+    assert run_generation("t2:g3", "t1") is None
+    task = orch.store.create_task(MAIL, auto_approve=True)
+    orch.store.update_task(task.task_id, status=TaskStatus.AWAITING_APPROVAL)
+    orch.store.request_approval(task.task_id, None, expires_in=timedelta(hours=1))
+    generation, _ = orch.store.approve_and_claim(task.task_id, comment=None, decided_by="ana")
+    assert generation == 1
+    assert orch.host is not None
+    await orch.host.start_task(task.task_id, 0)  # a generation-0 run, recovered late
+    handle = await DBOS.retrieve_workflow_async(workflow_id(task.task_id, 0))
+    assert await handle.get_result() == TaskStatus.QUEUED.value
+    assert (await orch.get_task(task.task_id)).status is TaskStatus.QUEUED
+    assert runs(orch.settings.workspace, task.task_id) == []
 
 
 async def test_a_queued_task_whose_run_was_never_enqueued_is_queued_after_a_lease(
@@ -201,8 +225,13 @@ def test_the_sweeps_page_through_old_tasks(settings: Settings) -> None:
         assert [r.task_id for r in first + second + third] == ids
         assert store.orphaned_runs(cutoff) == store.tasks_running_on("ghost")
         assert [r.task_id for r in store.orphaned_runs(cutoff)] == [later.task_id]
+        assert store.orphaned_runs(cutoff, me="ghost") == store.orphaned_runs(cutoff)
+        just_after = later.updated_at + timedelta(milliseconds=1)
+        time.sleep(0.01)
+        assert [r.task_id for r in store.orphaned_runs(just_after)] == [later.task_id]
         store.register_executor("ghost", kind="worker", host="x", pid=2, lease=timedelta(seconds=1))
-        assert store.orphaned_runs(cutoff - timedelta(seconds=1)) == []  # its executor lives
+        assert store.orphaned_runs(just_after) == []  # its executor lives (since just_after)
+        assert store.orphaned_runs(just_after, me="ghost") == store.tasks_running_on("ghost")
     finally:
         engine.dispose()
 
@@ -211,8 +240,11 @@ async def test_an_executor_whose_recovery_failed_stays_claimable(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert orch.host is not None
-    assert orch.host._lease_task is not None
-    orch.host._lease_task.cancel()  # (this test runs the lease rounds itself)
+    lease_loop = orch.host._lease_task
+    assert lease_loop is not None
+    lease_loop.cancel()  # (this test runs the lease rounds itself)
+    await asyncio.gather(lease_loop, return_exceptions=True)
+    await asyncio.sleep(0.2)  # (a lease round's thread may still be finishing)
     ghost(orch.store)
 
     def broken(executor_ids: list[str]) -> list[object]:
@@ -224,3 +256,22 @@ async def test_an_executor_whose_recovery_failed_stays_claimable(
     monkeypatch.undo()
     assert await orch.host.maintain() == ["ghost"]  # claimed again, recovered this time
     assert await orch.host.maintain() == []
+
+
+async def test_a_claim_whose_run_was_started_elsewhere_does_not_run_here(
+    orch: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that stalled for a lease between claiming a task and recording its run finds
+    the run's workflow id taken (another process's sweep started it): its own run stops
+    before any side effect."""
+    task = await orch.submit(MAIL)
+    assert (await orch.wait(task.task_id, timeout=30)).task.status is TaskStatus.AWAITING_APPROVAL
+    assert orch.host is not None
+    await orch.host.start_task(task.task_id, 1)  # the workflow a sweep would have started
+    taken = await DBOS.retrieve_workflow_async(workflow_id(task.task_id, 1))
+    await taken.get_result()  # (it found generation 0 parked: nothing to run yet)
+    with pytest.raises(Exception, match="already"):
+        await orch.approve(task.task_id, run_here=True)
+    await asyncio.sleep(0.5)
+    assert outbox(orch.settings.workspace) == []
+    assert runs(orch.settings.workspace, task.task_id) == ["draft"]

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
@@ -147,7 +148,17 @@ async def run_task_workflow(task_id: str) -> str:
     The DAG's steps are checkpointed by the scheduler in ``step_runs`` (keyed by step id);
     this workflow makes the run itself durable: DBOS recovers it if the process dies.
     """
-    return (await _run(current_runtime(), task_id)).value
+    generation = run_generation(DBOS.workflow_id or "", task_id)
+    return (await _run(current_runtime(), task_id, generation)).value
+
+
+def run_generation(wf_id: str, task_id: str) -> int | None:
+    """The run generation a task's own workflow id names (:func:`workflow_id`): its run
+    claims that generation only, so a stale workflow of an earlier one ends without running."""
+    if wf_id == task_id:
+        return 0
+    head, _, generation = wf_id.rpartition(":g")
+    return int(generation) if head == task_id and generation.isdigit() else None
 
 
 async def _run(rt: Runtime, task_id: str, generation: int | None = None) -> TaskStatus:
@@ -334,21 +345,27 @@ def _now() -> Any:
     return utcnow()
 
 
-def _uncovered(runs: list[RunRef]) -> list[RunRef]:
-    """The runs no DBOS workflow carries out: no workflow of the run's own id exists (in any
-    state: DBOS never starts an id twice), and no pending batch (``tasks.run``) lists the task
-    at that generation. (Every run of a task's generation but a batch's has that id.)"""
+def _uncovered(runs: list[RunRef], reported: set[str]) -> list[RunRef]:
+    """The runs no DBOS workflow carries out: no workflow of the run's own id exists, and no
+    pending batch (``tasks.run``) lists the task at that generation. (Every run of a task's
+    generation but a batch's has that id.) A run whose own workflow ended while the task
+    still waits for it is left to a person (DBOS never starts an id twice): logged once, its
+    id added to ``reported``."""
     if not runs:
         return []
-    known = {
-        w.workflow_id
-        for w in DBOS.list_workflows(
-            workflow_ids=[workflow_id(r.task_id, r.generation) for r in runs],
-            load_input=False,
-            load_output=False,
-        )
-    }
-    left = [r for r in runs if workflow_id(r.task_id, r.generation) not in known]
+    own = {workflow_id(r.task_id, r.generation): r for r in runs}
+    known = DBOS.list_workflows(workflow_ids=list(own), load_input=False, load_output=False)
+    for w in known:
+        if w.status not in ("PENDING", "ENQUEUED", "DELAYED") and w.workflow_id not in reported:
+            reported.add(w.workflow_id)
+            logger.error(
+                "task %s waits for its run, but the run's workflow %s ended %s; it will not "
+                "run by itself (cancel the task, or resume the workflow with DBOS)",
+                own[w.workflow_id].task_id,
+                w.workflow_id,
+                w.status,
+            )
+    left = [r for wf_id, r in own.items() if wf_id not in {w.workflow_id for w in known}]
     if not left:
         return []
     batched: set[tuple[str, int]] = set()
@@ -373,7 +390,9 @@ async def _launch(launches: list[tuple[str, int]]) -> list[None]:
     approvals. A lone task keeps its own workflow, named as usual."""
     if len(launches) == 1:
         task_id, generation = launches[0]
-        with SetWorkflowID(workflow_id(task_id, generation)):
+        # (A claim's run is new: if its id exists, a sweep started it while this process
+        # stalled for a lease, and this run must not go on.)
+        with SetWorkflowID(workflow_id(task_id, generation), workflow_id_reuse_policy="reject"):
             await DBOS.start_workflow_async(run_task_workflow, task_id)
     else:
         # Unique: a task's run generation is claimed by one process, once.
@@ -428,6 +447,8 @@ class EngineHost:
         )
         self._swept: dict[str, RunRef | None] = {"orphans": None, "queued": None}
         """Where each sweep of the lease round goes on (None: from the oldest)."""
+        self._ended: set[str] = set()
+        """Workflows found ended while their task still waits for them (reported once)."""
 
     @property
     def lease(self) -> timedelta:
@@ -487,7 +508,6 @@ class EngineHost:
             worker_concurrency=self.settings.engine.worker_concurrency,
             polling_interval_sec=self.settings.engine.queue_polling_seconds,
         )
-        await self._rescue_own()
         await self.maintain()
         await asyncio.to_thread(self.registry.prepare)
         # What exists now (modules, DBOS, pools, the registry) lives as long as the engine:
@@ -556,9 +576,9 @@ class EngineHost:
         # process's record is on its way (README, "Durability").
         await self._sweep(
             "orphans",
-            self.store.orphaned_runs,
+            partial(self.store.orphaned_runs, me=self.executor_id),
             self.start_task,
-            "task %s is running on no live executor and has no run recorded (its process "
+            "task %s is claimed but has no run recorded (the process that claimed it "
             "stopped first); starting its run here",
         )
         await self._sweep(
@@ -569,19 +589,6 @@ class EngineHost:
             "queueing the run",
         )
         return dead
-
-    async def _rescue_own(self) -> None:
-        """A process restarted under its executor id (``--executor-id``) is alive again, so
-        no sweep sees the runs its previous life claimed without recording: run them now
-        (DBOS recovers the recorded ones as it launches)."""
-        running = await asyncio.to_thread(self.store.tasks_running_on, self.executor_id)
-        for run in await asyncio.to_thread(_uncovered, running):
-            logger.warning(
-                "task %s was claimed by this executor before it restarted and has no run "
-                "recorded; starting its run",
-                run.task_id,
-            )
-            await self.start_task(run.task_id, run.generation)
 
     async def _sweep(
         self,
@@ -595,7 +602,9 @@ class EngineHost:
         cutoff = _now() - self.lease
         page = await asyncio.to_thread(find, cutoff, after=self._swept[name], limit=SWEEP_PAGE)
         self._swept[name] = page[-1] if len(page) == SWEEP_PAGE else None
-        for run in await asyncio.to_thread(_uncovered, page):
+        here = _runtime.local_runs.keys() | _runtime.claimed.keys() if _runtime else set()
+        page = [r for r in page if r.task_id not in here]  # (a run of ours on its way)
+        for run in await asyncio.to_thread(_uncovered, page, self._ended):
             logger.warning(message, run.task_id)
             await act(run.task_id, run.generation)
 

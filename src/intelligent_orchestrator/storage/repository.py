@@ -1420,17 +1420,24 @@ class Store:
             return [RunRef(r[0], r[1], _aware(r[2])) for r in rows]
 
     def orphaned_runs(
-        self, cutoff: datetime, *, after: RunRef | None = None, limit: int = 100
+        self,
+        cutoff: datetime,
+        *,
+        me: str | None = None,
+        after: RunRef | None = None,
+        limit: int = 100,
     ) -> list[RunRef]:
         """Tasks running, untouched since before ``cutoff``, on an executor that is not alive
-        with a heartbeat since ``cutoff`` (or on none): oldest first, from after ``after``."""
+        with a heartbeat since ``cutoff`` (or on none), or on ``me``: oldest first, from after
+        ``after``."""
         alive = sa.exists().where(
             ExecutorRow.executor_id == TaskRow.executor_id,
             ExecutorRow.status == "alive",
             ExecutorRow.heartbeat_at >= cutoff,
         )
+        whose = ~alive if me is None else sa.or_(~alive, TaskRow.executor_id == me)
         return self._page(
-            sa.and_(TaskRow.status == TaskStatus.RUNNING.value, ~alive), cutoff, after, limit
+            sa.and_(TaskRow.status == TaskStatus.RUNNING.value, whose), cutoff, after, limit
         )
 
     def queued_before(
