@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from dbos import DBOS
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
@@ -34,6 +35,7 @@ MAIL = ExecutionPlan.model_validate(
     }
 )
 ORPHANED = "is claimed but has no run recorded"
+LEASE = timedelta(seconds=30)
 
 
 @pytest.fixture
@@ -275,3 +277,21 @@ async def test_a_claim_whose_run_was_started_elsewhere_does_not_run_here(
     await asyncio.sleep(0.5)
     assert outbox(orch.settings.workspace) == []
     assert runs(orch.settings.workspace, task.task_id) == ["draft"]
+
+
+async def test_an_executor_taken_over_while_alive_registers_again(
+    orch: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Silent for a lease (a stalled loop), it was taken for dead: it says so and is alive
+    again, so that the runs it records from now on are recovered if it dies."""
+    host = orch.host
+    assert host is not None
+    with orch.store.engine.begin() as conn:  # as Store.claim_dead_executors by another process
+        conn.execute(
+            sa.text("UPDATE executors SET status = 'recovered' WHERE executor_id = :id"),
+            {"id": host.executor_id},
+        )
+    assert host.executor_id not in {e.executor_id for e in orch.store.live_executors(lease=LEASE)}
+    await host.maintain()
+    assert f"executor {host.executor_id} missed its lease and was taken over" in caplog.text
+    assert host.executor_id in {e.executor_id for e in orch.store.live_executors(lease=LEASE)}

@@ -830,7 +830,7 @@ def test_register_executors_and_heartbeat(store: Store) -> None:
     store.register_executor("ex-1", kind="worker", host="h1", pid=101, lease=LEASE)
 
     time.sleep(0.01)
-    store.heartbeat("ex-1")
+    assert store.heartbeat("ex-1") is True
     beat = {e.executor_id: e for e in store.live_executors(lease=LEASE)}["ex-1"]
     assert beat.heartbeat_at > first.heartbeat_at
     assert (beat.host, beat.pid) == ("h1", 101)
@@ -845,7 +845,7 @@ def test_register_executors_and_heartbeat(store: Store) -> None:
 
     # a stopped executor does not come back with a heartbeat, and its id is free
     store.stop_executor("ex-2")
-    store.heartbeat("ex-2")
+    assert store.heartbeat("ex-2") is False
     assert [e.executor_id for e in store.live_executors(lease=LEASE)] == ["ex-1"]
     store.register_executor("ex-2", kind="api", host="h4", pid=404, lease=LEASE)
     assert {e.executor_id for e in store.live_executors(lease=LEASE)} == {"ex-1", "ex-2"}

@@ -456,14 +456,7 @@ class EngineHost:
 
     async def start(self) -> None:
         global _runtime
-        await asyncio.to_thread(
-            self.store.register_executor,
-            self.executor_id,
-            kind=self.kind,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            lease=self.lease,
-        )
+        await asyncio.to_thread(self._register)
         _runtime = Runtime(
             settings=self.settings,
             store=self.store,
@@ -520,6 +513,15 @@ class EngineHost:
             watch_cancellations(self.store, _runtime.limits), name="cancellations"
         )
 
+    def _register(self) -> None:
+        self.store.register_executor(
+            self.executor_id,
+            kind=self.kind,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lease=self.lease,
+        )
+
     async def stop(self) -> None:
         try:
             await self._stop()
@@ -551,7 +553,17 @@ class EngineHost:
 
     async def maintain(self) -> list[str]:
         """One lease round: heartbeat, expire old approvals, recover dead executors' tasks."""
-        await asyncio.to_thread(self.store.heartbeat, self.executor_id)
+        if not await asyncio.to_thread(self.store.heartbeat, self.executor_id):
+            # Silent for a lease (a stalled loop, a paused machine): another process took
+            # this executor for dead and recovered its recorded runs, which may now be running
+            # twice. Alive again from here, so that what it records next is recovered if it
+            # dies.
+            logger.error(
+                "executor %s missed its lease and was taken over by another process; the runs "
+                "it had then may be running there too. Registering it again",
+                self.executor_id,
+            )
+            await asyncio.to_thread(self._register)
         expired = await asyncio.to_thread(self.store.expire_approvals)
         if expired:
             logger.info("approvals expired", extra={"tasks": expired})

@@ -1345,12 +1345,16 @@ class Store:
                 row.started_at = row.heartbeat_at = now
                 row.recovered_by = row.recovered_at = None
 
-    def heartbeat(self, executor_id: str) -> None:
+    def heartbeat(self, executor_id: str) -> bool:
+        """Renew an executor's lease; False when it is no longer alive (taken over)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(ExecutorRow)
-                .where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "alive")
-                .values(heartbeat_at=utcnow())
+            return (
+                conn.execute(
+                    sa.update(ExecutorRow)
+                    .where(ExecutorRow.executor_id == executor_id, ExecutorRow.status == "alive")
+                    .values(heartbeat_at=utcnow())
+                ).rowcount
+                > 0
             )
 
     def stop_executor(self, executor_id: str) -> None:
