@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -93,12 +94,27 @@ def registry(settings: Settings) -> ToolRegistry:
     return build_registry(settings)
 
 
-@pytest.fixture
-async def orch(settings: Settings, registry: ToolRegistry) -> AsyncIterator[Orchestrator]:
-    """An orchestrator whose engine runs tasks in this process."""
+@asynccontextmanager
+async def running_orchestrator(
+    settings: Settings, registry: ToolRegistry, *, kind: str, listen: bool
+) -> AsyncIterator[Orchestrator]:
     o = Orchestrator(settings, registry=registry)
-    await o.start_engine(kind="test", listen=False)
+    await o.start_engine(kind=kind, listen=listen)
     try:
         yield o
     finally:
         await o.close()
+
+
+@pytest.fixture
+async def serve_orch(settings: Settings, registry: ToolRegistry) -> AsyncIterator[Orchestrator]:
+    """An orchestrator set up like ``orchestrator serve``: it takes queued tasks in this process."""
+    async with running_orchestrator(settings, registry, kind="serve", listen=True) as o:
+        yield o
+
+
+@pytest.fixture
+async def orch(settings: Settings, registry: ToolRegistry) -> AsyncIterator[Orchestrator]:
+    """An orchestrator whose engine runs tasks in this process."""
+    async with running_orchestrator(settings, registry, kind="test", listen=False) as o:
+        yield o

@@ -13,23 +13,11 @@ from psycopg import sql
 from intelligent_orchestrator.api import create_app
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
-from intelligent_orchestrator.tools.registry import ToolRegistry
 from tests.conftest import PG_ADMIN, build_registry, make_settings
 
 
 def asgi_client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-@pytest.fixture
-async def serve_orch(settings: Settings, registry: ToolRegistry) -> AsyncIterator[Orchestrator]:
-    """An orchestrator set up like ``orchestrator serve``: it takes queued tasks in this process."""
-    o = Orchestrator(settings, registry=registry)
-    await o.start_engine(kind="serve", listen=True)
-    try:
-        yield o
-    finally:
-        await o.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from intelligent_orchestrator.domain.models import StepStatus, TaskStatus
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store
 from tests.support.procs import Worker, cli, wait_for
-from tests.support.tools import outbox, runs
+from tests.support.tools import mail_workflow, outbox, runs
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,19 @@ def submit(env: dict[str, str], tmp_path: Path, workflow: dict, *extra: str) -> 
     done = cli(env, "run", "--plan", str(path), "--json", *extra)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["task_id"]
+
+
+def submit_parked(
+    env: dict[str, str], tmp_path: Path, store: Store, workflows: list[dict]
+) -> list[str]:
+    """Submit each workflow and wait until every task is parked for approval."""
+    ids = [submit(env, tmp_path, w) for w in workflows]
+    wait_for(
+        lambda: all(status(store, t) is TaskStatus.AWAITING_APPROVAL for t in ids),
+        timeout=60,
+        what="parking",
+    )
+    return ids
 
 
 def status(store: Store, task_id: str) -> TaskStatus:
@@ -144,26 +157,7 @@ def test_kill_while_parked_then_approve_sends_once(
     ws = settings.workspace
     a = Worker(env, "park-a", tmp_path)
     try:
-        task_id = submit(
-            env,
-            tmp_path,
-            {
-                "name": "mail",
-                "steps": [
-                    {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
-                    {
-                        "id": "send",
-                        "tool": "deliver",
-                        "inputs": {"message": "v${steps.draft.output.value}"},
-                    },
-                ],
-            },
-        )
-        wait_for(
-            lambda: status(store, task_id) is TaskStatus.AWAITING_APPROVAL,
-            timeout=60,
-            what="parking",
-        )
+        [task_id] = submit_parked(env, tmp_path, store, [mail_workflow()])
         a.kill9()
     finally:
         a.stop()
@@ -252,10 +246,11 @@ def test_kill_during_a_batched_resume_finishes_every_task_once(
     a = Worker(env, "batch-a", tmp_path)
     approver = None
     try:
-        ids = [
-            submit(
-                env,
-                tmp_path,
+        ids = submit_parked(
+            env,
+            tmp_path,
+            store,
+            [
                 {
                     "name": f"mail{i}",
                     "steps": [
@@ -265,14 +260,9 @@ def test_kill_during_a_batched_resume_finishes_every_task_once(
                             "inputs": {"message": f"m{i}", "hold_seconds": 30},
                         }
                     ],
-                },
-            )
-            for i in range(3)
-        ]
-        wait_for(
-            lambda: all(status(store, t) is TaskStatus.AWAITING_APPROVAL for t in ids),
-            timeout=60,
-            what="parking",
+                }
+                for i in range(3)
+            ],
         )
         approver = Worker(env, "approver", tmp_path, command=[sys.executable, "-c", APPROVER, *ids])
         wait_for(
@@ -329,10 +319,11 @@ def test_kill_between_an_approval_and_its_run_record_finishes_the_tasks(
     a = Worker(env, "record-a", tmp_path)
     approver = None
     try:
-        ids = [
-            submit(
-                env,
-                tmp_path,
+        ids = submit_parked(
+            env,
+            tmp_path,
+            store,
+            [
                 {
                     "name": f"mail{i}",
                     "steps": [
@@ -343,14 +334,9 @@ def test_kill_between_an_approval_and_its_run_record_finishes_the_tasks(
                             "inputs": {"message": "m${steps.draft.output.value}"},
                         },
                     ],
-                },
-            )
-            for i in range(2)
-        ]
-        wait_for(
-            lambda: all(status(store, t) is TaskStatus.AWAITING_APPROVAL for t in ids),
-            timeout=60,
-            what="parking",
+                }
+                for i in range(2)
+            ],
         )
         approver = Worker(
             env, "approver", tmp_path, command=[sys.executable, "-c", DIES_BEFORE_THE_RECORD, *ids]

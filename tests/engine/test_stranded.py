@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -19,21 +18,9 @@ from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store, create_engine, upgrade, utcnow
 from intelligent_orchestrator.tools.registry import ToolRegistry
-from tests.support.tools import outbox, runs
+from tests.support.tools import mail_workflow, outbox, runs
 
-MAIL = ExecutionPlan.model_validate(
-    {
-        "name": "mail",
-        "steps": [
-            {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
-            {
-                "id": "send",
-                "tool": "deliver",
-                "inputs": {"message": "v${steps.draft.output.value}"},
-            },
-        ],
-    }
-)
+MAIL = ExecutionPlan.model_validate(mail_workflow())
 ORPHANED = "is claimed but has no run recorded"
 LEASE = timedelta(seconds=30)
 
@@ -43,17 +30,6 @@ def short_lease(settings: Settings) -> Settings:
     """A lease of 1 s (a heartbeat every 0.5 s): the sweeps look at tasks a lease old."""
     settings.engine.lease_seconds = 1.0
     return settings
-
-
-@pytest.fixture
-async def worker(short_lease: Settings, registry: ToolRegistry) -> AsyncIterator[Orchestrator]:
-    """An orchestrator whose engine also serves the shared queue."""
-    o = Orchestrator(short_lease, registry=registry)
-    await o.start_engine(kind="worker", listen=True)
-    try:
-        yield o
-    finally:
-        await o.close()
 
 
 def ghost(store: Store) -> str:
@@ -178,22 +154,22 @@ async def test_a_stale_workflow_of_an_earlier_generation_does_not_run_the_task(
 
 
 async def test_a_queued_task_whose_run_was_never_enqueued_is_queued_after_a_lease(
-    worker: Orchestrator, caplog: pytest.LogCaptureFixture
+    short_lease: Settings, serve_orch: Orchestrator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    host = worker.host
+    host = serve_orch.host
     assert host is not None
     # Queued by clients that died before enqueueing their runs.
-    task = worker.store.create_task(MAIL, auto_approve=True)
+    task = serve_orch.store.create_task(MAIL, auto_approve=True)
     await asyncio.sleep(1.1)
-    fresh = worker.store.create_task(MAIL, auto_approve=True)  # its client may enqueue it yet
+    fresh = serve_orch.store.create_task(MAIL, auto_approve=True)  # its client may enqueue it yet
     with caplog.at_level(logging.WARNING):
         await host.maintain()
         assert f"task {task.task_id} was queued without its run" in caplog.text
         assert f"task {fresh.task_id} was queued" not in caplog.text
     for t in (task, fresh):  # (the later one, by a lease round once it is a lease old)
-        done = await worker.wait(t.task_id, timeout=30)
+        done = await serve_orch.wait(t.task_id, timeout=30)
         assert done.task.status is TaskStatus.SUCCEEDED
-        assert runs(worker.settings.workspace, t.task_id) == ["draft", "send"]
+        assert runs(serve_orch.settings.workspace, t.task_id) == ["draft", "send"]
     assert f"task {fresh.task_id} was queued without its run" in caplog.text
 
 
@@ -225,15 +201,15 @@ def test_the_sweeps_page_through_old_tasks(settings: Settings) -> None:
         second = store.queued_before(cutoff, after=first[-1], limit=2)
         third = store.queued_before(cutoff, after=second[-1], limit=2)
         assert [r.task_id for r in first + second + third] == ids
-        assert store.orphaned_runs(cutoff) == store.tasks_running_on("ghost")
-        assert [r.task_id for r in store.orphaned_runs(cutoff)] == [later.task_id]
+        assert [(r.task_id, r.generation) for r in store.orphaned_runs(cutoff)] == [("zz", 0)]
         assert store.orphaned_runs(cutoff, me="ghost") == store.orphaned_runs(cutoff)
         just_after = later.updated_at + timedelta(milliseconds=1)
         time.sleep(0.01)
         assert [r.task_id for r in store.orphaned_runs(just_after)] == [later.task_id]
         store.register_executor("ghost", kind="worker", host="x", pid=2, lease=timedelta(seconds=1))
         assert store.orphaned_runs(just_after) == []  # its executor lives (since just_after)
-        assert store.orphaned_runs(just_after, me="ghost") == store.tasks_running_on("ghost")
+        mine = store.orphaned_runs(just_after, me="ghost")  # (its own sweep still sees it)
+        assert [(r.task_id, r.generation) for r in mine] == [("zz", 0)]
     finally:
         engine.dispose()
 

@@ -117,6 +117,21 @@ def outbox(workspace: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def mail_workflow() -> dict:
+    """A draft (pure) and a send (a side effect, so gated): "v5" is sent once approved."""
+    return {
+        "name": "mail",
+        "steps": [
+            {"id": "draft", "tool": "noop", "inputs": {"value": 5}},
+            {
+                "id": "send",
+                "tool": "deliver",
+                "inputs": {"message": "v${steps.draft.output.value}"},
+            },
+        ],
+    }
+
+
 TEST_TOOLS: list[Tool] = [noop, add, sleep, fail, flaky, crash, deliver]
 
 

@@ -365,7 +365,8 @@ def _uncovered(runs: list[RunRef], reported: set[str]) -> list[RunRef]:
                 w.workflow_id,
                 w.status,
             )
-    left = [r for wf_id, r in own.items() if wf_id not in {w.workflow_id for w in known}]
+    found = {w.workflow_id for w in known}
+    left = [r for wf_id, r in own.items() if wf_id not in found]
     if not left:
         return []
     batched: set[tuple[str, int]] = set()

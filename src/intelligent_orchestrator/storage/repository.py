@@ -1410,19 +1410,6 @@ class Store:
                 .values(status="stopped", recovered_by=None, recovered_at=None)
             )
 
-    def tasks_running_on(self, executor_id: str) -> list[RunRef]:
-        """The tasks an executor has running (its claims), each with its run generation."""
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(TaskRow.task_id, TaskRow.run_generation, TaskRow.updated_at)
-                .where(
-                    TaskRow.status == TaskStatus.RUNNING.value,
-                    TaskRow.executor_id == executor_id,
-                )
-                .order_by(TaskRow.updated_at, TaskRow.task_id)
-            )
-            return [RunRef(r[0], r[1], _aware(r[2])) for r in rows]
-
     def orphaned_runs(
         self,
         cutoff: datetime,
