@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -18,12 +19,15 @@ from intelligent_orchestrator.domain.models import (
 from intelligent_orchestrator.errors import ConflictError, NotFoundError
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import (
+    NOT_OWNER,
     ArtifactRecord,
     EffectRecord,
+    EffectStart,
     StepBatch,
     StepUpdate,
     Store,
     TaskUpdate,
+    Written,
     create_engine,
     upgrade,
     utcnow,
@@ -365,7 +369,7 @@ def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:
         StepBatch(task_id="b3", task=TaskUpdate(status=TaskStatus.SUCCEEDED)),
     ]
     store.update_task("b3", status=TaskStatus.CANCELLED)  # cancelled meanwhile: left alone
-    assert store.write_batch(batches) == [False, True, False]
+    assert store.write_batch(batches) == [Written.WRITTEN, Written.APPLIED, Written.WRITTEN]
 
     runs = store.step_runs("b1")
     assert len(runs) == 120
@@ -390,6 +394,71 @@ def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:
     assert (b2.status, b2.error, b2.failed_step) == (TaskStatus.FAILED, "step 'x' failed", "x")
     assert store.get_task("b3").status is TaskStatus.CANCELLED
     assert store.write_batch([]) == []
+
+
+def test_a_batch_of_an_executor_that_no_longer_holds_its_task_is_not_written(
+    store: Store,
+) -> None:
+    """Fencing: a process taken for dead (silent for a lease) whose run goes on after another
+    executor claimed the task writes nothing of it, while the other batches of the same
+    commit are written."""
+    for t in ("kept", "moved"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+    store.effect_started("moved:send", task_id="moved", step_id="send", tool="deliver")
+    assert store.claim_task("moved", executor_id="ex-2") is not None  # the takeover
+
+    def batch(task_id: str) -> StepBatch:
+        return StepBatch(
+            task_id=task_id,
+            executor_id="ex-1",
+            updates=[StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED)],
+            artifacts=[
+                ArtifactRecord(
+                    step_id="load", path="a.png", media_type="image/png", size=1, sha256="0"
+                )
+            ],
+            add_cost=1.0,
+            effects_done=[(f"{task_id}:send", {"receipt": 1})],
+            task=TaskUpdate(status=TaskStatus.SUCCEEDED),
+        )
+
+    assert store.write_batch([batch("moved"), batch("kept")]) == [
+        Written.NOT_OWNER,
+        Written.APPLIED,
+    ]
+    moved = store.get_task("moved")
+    assert (moved.status, moved.total_cost) == (TaskStatus.RUNNING, 0.0)
+    assert store.step_runs("moved") == []
+    assert store.artifacts("moved") == []
+    assert store.effect("moved:send") == EffectRecord(
+        key="moved:send", status="started", receipt=None
+    )
+    kept = store.get_task("kept")
+    assert (kept.status, kept.total_cost) == (TaskStatus.SUCCEEDED, 1.0)
+    assert [r.status for r in store.step_runs("kept")] == [StepStatus.SUCCEEDED]
+    # The new holder writes as before; a batch without an executor is not checked.
+    assert store.write_batch(
+        [
+            replace(batch("moved"), executor_id="ex-2", effects_done=()),
+            StepBatch(task_id="kept", add_cost=1.0),
+        ]
+    ) == [Written.APPLIED, Written.WRITTEN]
+    assert store.get_task("moved").status is TaskStatus.SUCCEEDED
+    assert store.get_task("kept").total_cost == 2.0
+
+
+def test_an_effect_is_not_started_by_an_executor_that_no_longer_holds_its_task(
+    store: Store,
+) -> None:
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    store.claim_task("t", executor_id="ex-2")
+    starts = [
+        EffectStart(key=f"t:{s}", task_id="t", step_id=s, tool="deliver", executor_id=ex)
+        for s, ex in (("a", "ex-1"), ("b", "ex-2"), ("c", None))
+    ]
+    assert [r.status for r in store.effects_started(starts)] == [NOT_OWNER, "started", "started"]
+    assert store.effect("t:a") is None
+    assert {r.key for r in store.effects("t")} == {"t:b", "t:c"}
 
 
 def test_create_task_running_on_an_executor(store: Store) -> None:

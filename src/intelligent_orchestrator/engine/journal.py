@@ -29,7 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..domain.models import TaskStatus
-from ..storage import EffectRecord, EffectStart, StepBatch, Store, commit_outcome_unknown
+from ..storage import (
+    EffectRecord,
+    EffectStart,
+    StepBatch,
+    Store,
+    Written,
+    commit_outcome_unknown,
+)
 from .batching import Coalescer, linger
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,19 @@ class _Lane:
 
 class JournalWriteError(RuntimeError):
     """A task's steps could not be recorded (this write, or an earlier one of the task)."""
+
+
+class TakenOverError(JournalWriteError):
+    """Another executor holds the task now: this process was silent for a lease and was taken
+    for dead, and the task's run was recovered elsewhere. This run must stop; nothing it
+    writes from here on is recorded."""
+
+
+def _refusal(exc: BaseException) -> JournalWriteError:
+    """The error a write refused because of ``exc`` fails with (a new one per write)."""
+    if isinstance(exc, TakenOverError):
+        return TakenOverError(str(exc))
+    return JournalWriteError(str(exc))
 
 
 class StepJournal:
@@ -130,7 +150,7 @@ class StepJournal:
                 # the held writes, so that a hurry() after this finds them.)
                 await asyncio.sleep(0)
         if task_id in self._failed:
-            raise JournalWriteError(str(self._failed[task_id]))
+            raise _refusal(self._failed[task_id])
 
     def write(self, batch: StepBatch) -> asyncio.Future[bool]:
         """Queue ``batch`` for the next commit; the future resolves once it is durable (with
@@ -200,7 +220,7 @@ class StepJournal:
         if not live:
             return
         try:
-            applied = await asyncio.to_thread(self.store.write_batch, [b for b, _ in live])
+            results = await asyncio.to_thread(self.store.write_batch, [b for b, _ in live])
         except Exception as exc:
             tasks: dict[str, list[Item]] = {}
             for item in live:
@@ -216,12 +236,22 @@ class StepJournal:
             for items in tasks.values():
                 await self._commit(items)
             return
-        for (_, fut), ok in zip(live, applied, strict=True):
-            if not fut.done():
-                fut.set_result(ok)
+        for (batch, fut), written in zip(live, results, strict=True):
+            if written is Written.NOT_OWNER:
+                self._refuse(
+                    batch,
+                    fut,
+                    TakenOverError(
+                        f"task {batch.task_id} is held by another executor now (this one, "
+                        f"{batch.executor_id}, was taken for dead); its run here stops"
+                    ),
+                )
+            elif not fut.done():
+                fut.set_result(written is Written.APPLIED)
         if self.on_end is None:
             return
-        for (batch, _), ok in zip(live, applied, strict=True):
+        for (batch, _), written in zip(live, results, strict=True):
+            ok = written is Written.APPLIED
             end = batch.task.status if ok and batch.task is not None else None
             if end is not None and end.settled:
                 try:
@@ -232,11 +262,14 @@ class StepJournal:
     def _refuse(self, batch: StepBatch, fut: asyncio.Future[bool], exc: BaseException) -> None:
         self._fail(batch.task_id, exc)
         if not fut.done():
-            fut.set_exception(JournalWriteError(str(exc)))
+            fut.set_exception(_refusal(exc))
 
     def _fail(self, task_id: str, exc: BaseException) -> None:
         if task_id not in self._failed:
-            logger.error("could not record the steps of task %s: %s", task_id, exc)
+            if isinstance(exc, TakenOverError):
+                logger.warning("%s", exc)
+            else:
+                logger.error("could not record the steps of task %s: %s", task_id, exc)
             if len(self._failed) >= 10_000:  # runs that never came back: forget the oldest
                 self._failed.pop(next(iter(self._failed)))
             self._failed[task_id] = exc

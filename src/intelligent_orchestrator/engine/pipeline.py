@@ -36,6 +36,7 @@ from ..formatting import Content, Metadata, format_variant, render_artifacts
 from ..llm import BoundLlm, CallScope
 from ..quality import Inputs, PlanSplit, assess, content_of, descendants, plan_parts
 from ..storage import ArtifactRecord, utcnow
+from .journal import TakenOverError
 from .scheduler import DagRun
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ _NOT_STEPS = ("plan", "@assess")  # model calls not counted in any step's cost
 
 async def enter_phase(rt: Runtime, task: Task, phase: PipelinePhase) -> None:
     """Record that ``task`` is in ``phase`` (and honour the crash drills' fault injection)."""
-    await asyncio.to_thread(rt.store.update_task, task.task_id, phase=phase.value)
+    await asyncio.to_thread(
+        rt.store.update_task, task.task_id, only_executor=rt.executor_id, phase=phase.value
+    )
     pauses = rt.settings.engine.pause_at_phase
     pause = max(
         (pauses.get(f"{phase.value}@{label}", 0.0) for label in (task.name, task.request or "")),
@@ -81,6 +84,7 @@ async def plan_task(rt: Runtime, task: Task) -> Task | TaskStatus:
             task_id,
             status=status,
             only_if=[TaskStatus.RUNNING],
+            only_executor=rt.executor_id,
             finished_at=utcnow(),
             error=error,
             **fields,
@@ -165,6 +169,8 @@ class Pipeline:
         while True:
             try:
                 step = await self._phase(phase, previous)
+            except TakenOverError:
+                raise  # another executor runs the task now: this run stops, writing nothing
             except Exception as exc:  # our bug or a broken file system: fail, never hang
                 logger.exception(
                     "pipeline phase %s crashed", phase.value, extra={"task_id": self.task_id}
@@ -413,7 +419,9 @@ class Pipeline:
 
     async def _set(self, **fields: Any) -> None:
         self.task = self.task.model_copy(update=fields)
-        await self._db(self.store.update_task, self.task_id, **fields)
+        await self._db(
+            self.store.update_task, self.task_id, only_executor=self.rt.executor_id, **fields
+        )
 
     async def _outputs(self) -> dict[str, Any]:
         runs = await self._db(self.store.step_runs, self.task_id)
@@ -569,6 +577,7 @@ class Pipeline:
                     self.task_id,
                     status=TaskStatus.AWAITING_APPROVAL,
                     only_if=[TaskStatus.RUNNING],
+                    only_executor=self.rt.executor_id,
                 )
                 return TaskStatus.AWAITING_APPROVAL
             case _:
@@ -629,6 +638,7 @@ class Pipeline:
             self.task_id,
             status=status,
             only_if=[TaskStatus.RUNNING],
+            only_executor=self.rt.executor_id,
             finished_at=utcnow(),
             **fields,
         )

@@ -41,7 +41,7 @@ from ..storage import (
 from ..tools.registry import ToolRegistry
 from .batching import Coalescer
 from .ends import TaskEnds
-from .journal import StepJournal
+from .journal import StepJournal, TakenOverError
 from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_cancellations
 
@@ -269,6 +269,7 @@ async def _execute(
                 task_id,
                 status=TaskStatus.AWAITING_APPROVAL,
                 only_if=[TaskStatus.RUNNING],
+                only_executor=rt.executor_id,
             )
             return TaskStatus.AWAITING_APPROVAL
         if approval.status.value != "approved":
@@ -277,12 +278,16 @@ async def _execute(
                 task_id,
                 status=TaskStatus.REJECTED,
                 only_if=[TaskStatus.RUNNING],
+                only_executor=rt.executor_id,
                 finished_at=_now(),
                 error=f"task approval {approval.status.value}: {approval.comment or ''}".strip(),
             )
             return TaskStatus.REJECTED
     if plan.uses_pipeline and rt.settings.quality.enabled:
-        return await Pipeline(rt, task).run(previous)
+        try:
+            return await Pipeline(rt, task).run(previous)
+        except TakenOverError:
+            return TaskStatus.RUNNING  # (elsewhere; the journal has said so)
     dag = rt.dag(
         task_id,
         plan,
@@ -310,6 +315,8 @@ async def _execute(
 
     try:
         return await dag.run(previous, finish=finish)
+    except TakenOverError:
+        return TaskStatus.RUNNING  # (elsewhere; the journal has said so)
     except Exception as exc:
         logger.exception("task crashed", extra={"task_id": task_id})
         await asyncio.to_thread(
@@ -317,6 +324,7 @@ async def _execute(
             task_id,
             status=TaskStatus.FAILED,
             only_if=[TaskStatus.RUNNING],
+            only_executor=rt.executor_id,
             finished_at=_now(),
             error=f"internal error: {type(exc).__name__}: {exc}",
         )

@@ -40,6 +40,7 @@ from ..llm import BoundLlm, CallScope, ModelGateway, TaskBudget
 from ..planning.validate import execution_order, step_dependencies
 from ..settings import Settings
 from ..storage import (
+    NOT_OWNER,
     ArtifactRecord,
     EffectStart,
     StepBatch,
@@ -51,7 +52,7 @@ from ..storage import (
 from ..tools.registry import ToolRegistry
 from ..tools.spec import Artifact, Tool, ToolContext
 from .deadlines import Deadlines
-from .journal import StepJournal
+from .journal import StepJournal, TakenOverError
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +350,7 @@ class DagRun:
             effects_done=effects,
             task=task,
             create=create,
+            executor_id=self.executor_id,
         )
         written = self.journal.write(batch)
         if create is not None and self.stored is not None:
@@ -372,6 +374,8 @@ class DagRun:
             if not f.done():
                 keep.append(f)
             elif (exc := f.exception()) is not None:
+                if isinstance(exc, TakenOverError):
+                    raise TakenOverError(str(exc)) from exc
                 raise RuntimeError(f"could not record the task's steps: {exc}") from exc
         self._unflushed = keep
 
@@ -448,6 +452,8 @@ class DagRun:
                 )
             async with self.limits.global_steps:
                 return await self._call(step, args)
+        except TakenOverError:
+            raise  # the run stops: see DagRun.run
         except asyncio.CancelledError:
             if not self.cancelled:
                 raise
@@ -554,6 +560,8 @@ class DagRun:
                 )
             except ToolError as exc:
                 err = exc
+            except TakenOverError:
+                raise
             except Exception as exc:  # a tool's own bug: fail the step, keep the process
                 logger.exception(
                     "tool crashed",
@@ -605,8 +613,19 @@ class DagRun:
         key = ctx.idempotency_key
         assert self.journal is not None  # set by run()
         effect = await self.journal.effect_started(
-            EffectStart(key=key, task_id=ctx.task_id, step_id=ctx.step_id, tool=tool.tool_id)
+            EffectStart(
+                key=key,
+                task_id=ctx.task_id,
+                step_id=ctx.step_id,
+                tool=tool.tool_id,
+                executor_id=self.executor_id,
+            )
         )
+        if effect.status == NOT_OWNER:
+            raise TakenOverError(
+                f"task {ctx.task_id} is held by another executor now: its step {ctx.step_id!r} "
+                "does not act here"
+            )
         if effect.status == "done":
             return effect.receipt
         # "done" is written with the step's outcome, in the journal's next commit

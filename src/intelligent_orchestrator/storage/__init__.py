@@ -2,6 +2,7 @@
 
 from .db import create_engine, current_revision, dbos_sqlite_engine, head_revision, upgrade
 from .repository import (
+    NOT_OWNER,
     ArtifactRecord,
     Decided,
     Decision,
@@ -13,6 +14,7 @@ from .repository import (
     StepUpdate,
     Store,
     TaskUpdate,
+    Written,
     commit_outcome_unknown,
     new_task,
     new_task_values,
@@ -20,6 +22,7 @@ from .repository import (
 )
 
 __all__ = [
+    "NOT_OWNER",
     "ArtifactRecord",
     "Decided",
     "Decision",
@@ -31,6 +34,7 @@ __all__ = [
     "StepUpdate",
     "Store",
     "TaskUpdate",
+    "Written",
     "commit_outcome_unknown",
     "create_engine",
     "current_revision",

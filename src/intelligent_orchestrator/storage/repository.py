@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,6 +113,20 @@ class StepBatch:
     task: TaskUpdate | None = None
     create: Mapping[str, Any] | None = None
     """A new task's row (:func:`new_task_values`), inserted before anything else is written."""
+    executor_id: str | None = None
+    """The executor whose run wrote the batch: none of it is written once the task is held by
+    another executor (this one was silent for a lease and was taken for dead)."""
+
+
+class Written(enum.Enum):
+    """What :meth:`Store.write_batch` did with one batch."""
+
+    APPLIED = "applied"
+    """Written, and its task update applied."""
+    WRITTEN = "written"
+    """Written; it had no task update, or the task was no longer running (e.g. cancelled)."""
+    NOT_OWNER = "not owner"
+    """Nothing written: another executor holds the task now."""
 
 
 def new_task_values(
@@ -196,6 +211,13 @@ class EffectStart:
     task_id: str
     step_id: str
     tool: str
+    executor_id: str | None = None
+    """The executor about to act: not recorded (status :data:`NOT_OWNER`) once another
+    executor holds the task."""
+
+
+NOT_OWNER = "not owner"
+"""An effect's status when the executor about to act no longer holds its task."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -498,25 +520,31 @@ class Store:
             [StepBatch(task_id=task_id, updates=updates, artifacts=artifacts, add_cost=add_cost)]
         )
 
-    def write_batch(self, batches: Sequence[StepBatch]) -> list[bool]:
+    def write_batch(self, batches: Sequence[StepBatch]) -> list[Written]:
         """Write several tasks' batches in one transaction (the engine's group commit).
 
-        Step rows go in one upsert, in batch order (a later update of a step wins). Per
-        batch, whether its task update applied (False when the task was no longer running,
-        e.g. cancelled, or when the batch had none).
+        Step rows go in one upsert, in batch order (a later update of a step wins). A batch
+        with an ``executor_id`` is written only while that executor holds its task (checked,
+        on Postgres with the task rows locked, in the same transaction: a claim by another
+        executor waits for this commit, or this commit sees it).
         """
-        rows = [_step_values(b.task_id, u) for b in batches for u in b.updates]
-        artifacts = [(b.task_id, a) for b in batches for a in b.artifacts]
-        effects = [e for b in batches for e in b.effects_done]
         creates = [b.create for b in batches if b.create is not None]
-        if not (
-            rows or artifacts or effects or creates or any(b.add_cost or b.task for b in batches)
+        if (
+            not any(
+                b.updates or b.artifacts or b.effects_done or b.add_cost or b.task for b in batches
+            )
+            and not creates
         ):
-            return [False] * len(batches)
-        applied: list[bool] = []
+            return [Written.WRITTEN] * len(batches)
+        results: list[Written] = []
         with self.engine.begin() as conn:
             if creates:
                 conn.execute(self._insert_task, creates)
+            owned = self._owned(conn, [(b.task_id, b.executor_id) for b in batches])
+            live = [b for b, ok in zip(batches, owned, strict=True) if ok]
+            rows = [_step_values(b.task_id, u) for b in live for u in b.updates]
+            artifacts = [(b.task_id, a) for b in live for a in b.artifacts]
+            effects = [e for b in live for e in b.effects_done]
             if effects:
                 _effects_done(conn, effects)
             if rows:
@@ -527,7 +555,10 @@ class Store:
                     sa.insert(ArtifactRow),
                     [_artifact_values(task_id, a, now) for task_id, a in artifacts],
                 )
-            for b in batches:
+            for b, ok in zip(batches, owned, strict=True):
+                if not ok:
+                    results.append(Written.NOT_OWNER)
+                    continue
                 if b.add_cost:
                     conn.execute(
                         sa.update(TaskRow)
@@ -544,8 +575,35 @@ class Store:
                         **{f"t_{k}": v for k, v in b.task.fields.items()},
                     }
                     done = conn.execute(stmt, params).rowcount > 0
-                applied.append(done)
-        return applied
+                results.append(Written.APPLIED if done else Written.WRITTEN)
+        return results
+
+    def _owned(self, conn: sa.Connection, runs: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """Per (task, executor): whether the executor holds the task (True without one). On
+        Postgres the rows of the tasks checked stay share-locked until the transaction ends,
+        taken in task id order (as every writer of several task rows takes them).
+
+        Run on the driver's cursor: in a journal commit, SQLAlchemy's handling of the query
+        cost 25 times the query itself on SQLite (0.2 ms against 0.007).
+        """
+        ids = sorted({task_id for task_id, executor in runs if executor is not None})
+        if not ids:
+            return [True] * len(runs)
+        cursor = conn.connection.dbapi_connection.cursor()  # pyright: ignore[reportOptionalMemberAccess]  # an open connection has one
+        holders: dict[str, str | None] = {}
+        try:
+            if conn.dialect.name == "postgresql":
+                cursor.execute(_PG_HOLDERS, [ids])
+                holders.update(cursor.fetchall())
+            else:
+                for i in range(0, len(ids), _SQLITE_IN_CHUNK):
+                    chunk = ids[i : i + _SQLITE_IN_CHUNK]
+                    marks = ", ".join("?" * len(chunk))
+                    cursor.execute(_SQLITE_HOLDERS.format(marks=marks), chunk)
+                    holders.update(cursor.fetchall())
+        finally:
+            cursor.close()
+        return [executor is None or holders.get(task_id) == executor for task_id, executor in runs]
 
     def _task_end(self, fields: tuple[str, ...]) -> sa.Update:
         """The update of a running task's row setting ``fields`` (built once per field set)."""
@@ -1261,34 +1319,47 @@ class Store:
         )[0]
 
     def effects_started(self, starts: Sequence[EffectStart]) -> list[EffectRecord]:
-        """``effect_started`` for several effects in one transaction, one record each."""
+        """``effect_started`` for several effects in one transaction, one record each. An
+        effect whose ``executor_id`` no longer holds its task is not recorded: its record says
+        :data:`NOT_OWNER`, and the caller must not act."""
         now = utcnow()
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = insert(SideEffectRow).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        rows = [
-            {
-                "idempotency_key": e.key,
-                "task_id": e.task_id,
-                "step_id": e.step_id,
-                "tool": e.tool,
-                "status": "started",
-                "created_at": now,
-                "updated_at": now,
-            }
-            for e in starts
-        ]
         with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
-            found = {
-                key: (status, receipt)
-                for key, status, receipt in conn.execute(
-                    sa.select(
-                        SideEffectRow.idempotency_key, SideEffectRow.status, SideEffectRow.receipt
-                    ).where(SideEffectRow.idempotency_key.in_({e.key for e in starts}))
+            owned = self._owned(conn, [(e.task_id, e.executor_id) for e in starts])
+            live = [e for e, ok in zip(starts, owned, strict=True) if ok]
+            found: dict[str, tuple[str, Any]] = {}
+            if live:
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "idempotency_key": e.key,
+                            "task_id": e.task_id,
+                            "step_id": e.step_id,
+                            "tool": e.tool,
+                            "status": "started",
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for e in live
+                    ],
                 )
-            }
+                found = {
+                    key: (status, receipt)
+                    for key, status, receipt in conn.execute(
+                        sa.select(
+                            SideEffectRow.idempotency_key,
+                            SideEffectRow.status,
+                            SideEffectRow.receipt,
+                        ).where(SideEffectRow.idempotency_key.in_({e.key for e in live}))
+                    )
+                }
         return [
-            EffectRecord(key=e.key, status=found[e.key][0], receipt=found[e.key][1]) for e in starts
+            EffectRecord(key=e.key, status=found[e.key][0], receipt=found[e.key][1])
+            if ok
+            else EffectRecord(key=e.key, status=NOT_OWNER, receipt=None)
+            for e, ok in zip(starts, owned, strict=True)
         ]
 
     def effect_done(self, key: str, receipt: Any) -> None:
@@ -1563,6 +1634,12 @@ class _StepUpsert:
         finally:
             cursor.close()
 
+
+_PG_HOLDERS = (
+    "SELECT task_id, executor_id FROM tasks WHERE task_id = ANY(%s) ORDER BY task_id FOR SHARE"
+)
+_SQLITE_HOLDERS = "SELECT task_id, executor_id FROM tasks WHERE task_id IN ({marks})"
+_SQLITE_IN_CHUNK = 500
 
 _JSON_COLUMNS = frozenset({"inputs", "output"})
 _PG_ARRAY_TYPES = {

@@ -1,0 +1,72 @@
+"""Fencing: a process that was silent for a lease (a stalled loop, a paused machine) is taken
+for dead, and another executor claims its tasks. When it wakes up, its runs of those tasks
+stop without writing anything: no step end, no task end, no side effect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
+from intelligent_orchestrator.orchestrator import Orchestrator
+from tests.support.tools import outbox, runs
+
+WAIT_THEN_SEND = ExecutionPlan.model_validate(
+    {
+        "name": "wait-then-send",
+        "steps": [
+            {"id": "wait", "tool": "sleep", "inputs": {"seconds": 1.0}},
+            {
+                "id": "send",
+                "tool": "deliver",
+                "inputs": {"message": "hello"},
+                "depends_on": ["wait"],
+            },
+        ],
+    }
+)
+
+
+async def _until(cond: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_run_whose_task_was_claimed_elsewhere_stops_without_writing(
+    orch: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    ws = orch.settings.workspace
+    host = orch.host
+    assert host is not None
+    task = await orch.submit(WAIT_THEN_SEND, auto_approve=True, run_here=True)
+    await _until(lambda: (ws / f"started-{task.task_id}-wait").exists(), "the sleep to start")
+    # While the step runs, another executor claims the task (as its recovery of this process's
+    # workflows does once this process has been silent for a lease).
+    assert orch.store.claim_task(task.task_id, executor_id="other") is not None
+
+    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop")
+
+    assert runs(ws, task.task_id) == ["wait"]  # the send step never ran here
+    assert outbox(ws) == []
+    assert orch.store.effects(task.task_id) == []
+    with orch.store.engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, executor_id FROM tasks WHERE task_id = :t"),
+            {"t": task.task_id},
+        ).one()
+    assert tuple(row) == (TaskStatus.RUNNING.value, "other")
+    # The sleep's end was not recorded: the step is as the new holder found it.
+    assert [(r.step_id, r.status) for r in orch.store.step_runs(task.task_id)] == [
+        ("wait", StepStatus.RUNNING)
+    ]
+    assert f"task {task.task_id} is held by another executor now" in caplog.text
+    assert "crashed" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
