@@ -1,6 +1,7 @@
 """Fencing: a process that was silent for a lease (a stalled loop, a paused machine) is taken
 for dead, and another executor claims its tasks. When it wakes up, its runs of those tasks
-stop without writing anything: no step end, no task end, no side effect."""
+stop without writing anything (no step end, no task end, no side effect), within a poll of
+the claim."""
 
 from __future__ import annotations
 
@@ -70,3 +71,28 @@ async def test_a_run_whose_task_was_claimed_elsewhere_stops_without_writing(
     assert f"task {task.task_id} is held by another executor now" in caplog.text
     assert "crashed" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_long_step_of_a_run_taken_over_is_stopped_within_a_poll(
+    orch: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process need not wait for the step to end to learn that its task moved: the poll
+    that watches for cancellations stops the run (every 0.5 s)."""
+    caplog.set_level(logging.WARNING)
+    ws = orch.settings.workspace
+    host = orch.host
+    assert host is not None
+    plan = WAIT_THEN_SEND.model_copy(deep=True)
+    plan.steps[0].inputs["seconds"] = 60.0
+    task = await orch.submit(plan, auto_approve=True, run_here=True)
+    await _until(lambda: (ws / f"started-{task.task_id}-wait").exists(), "the sleep to start")
+    assert orch.store.claim_task(task.task_id, executor_id="other") is not None
+    t0 = time.monotonic()
+    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop", timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert "stopping its run here" in caplog.text
+    assert [(r.step_id, r.status) for r in orch.store.step_runs(task.task_id)] == [
+        ("wait", StepStatus.RUNNING)
+    ]
+    assert orch.store.get_task(task.task_id).status is TaskStatus.RUNNING
+    assert runs(ws, task.task_id) == ["wait"]

@@ -447,6 +447,61 @@ def test_a_batch_of_an_executor_that_no_longer_holds_its_task_is_not_written(
     assert store.get_task("kept").total_cost == 2.0
 
 
+def test_stopped_among_names_the_cancelled_and_the_taken_over(store: Store) -> None:
+    for t in ("mine", "gone", "moved", "dropped"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+    store.update_task("gone", status=TaskStatus.CANCELLED)
+    store.claim_task("moved", executor_id="ex-2")
+    store.update_task("dropped", executor_id=None)
+    cancelled, moved = store.stopped_among(
+        ["mine", "gone", "moved", "dropped", "ghost"], executor_id="ex-1"
+    )
+    assert (cancelled, sorted(moved)) == (["gone"], ["dropped", "moved"])
+    assert store.stopped_among([], executor_id="ex-1") == ([], [])
+
+
+def test_a_claim_waits_for_a_commit_of_the_tasks_holder(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Postgres the holder's commit share-locks its task rows: a claim made meanwhile
+    waits, then loads what the commit wrote (instead of missing it and being overwritten)."""
+    if backend != "postgres":
+        pytest.skip("row locks are Postgres's (SQLite has one writer at a time)")
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    inside, release = threading.Event(), threading.Event()
+    upsert = store._upsert_steps.run
+
+    def held(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        upsert(conn, rows)
+        inside.set()
+        release.wait(10)
+
+    monkeypatch.setattr(store._upsert_steps, "run", held)
+    update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+    written: list[list[Written]] = []
+    commit = threading.Thread(
+        target=lambda: written.append(
+            store.write_batch([StepBatch(task_id="t", executor_id="ex-1", updates=[update])])
+        )
+    )
+    commit.start()
+    assert inside.wait(10)
+    claimed: list[Any] = []
+    claim = threading.Thread(
+        target=lambda: claimed.append(store.claim_task("t", executor_id="ex-2"))
+    )
+    claim.start()
+    claim.join(timeout=0.5)
+    waited = claim.is_alive()
+    release.set()
+    commit.join(timeout=10)
+    claim.join(timeout=10)
+    assert waited, "the claim did not wait for the holder's commit"
+    assert written == [[Written.WRITTEN]]
+    _, runs = claimed[0]
+    assert [(r.step_id, r.status, r.output) for r in runs] == [("load", StepStatus.SUCCEEDED, 1)]
+
+
 def test_an_effect_is_not_started_by_an_executor_that_no_longer_holds_its_task(
     store: Store,
 ) -> None:

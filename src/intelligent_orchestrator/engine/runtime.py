@@ -43,7 +43,7 @@ from .batching import Coalescer
 from .ends import TaskEnds
 from .journal import StepJournal, TakenOverError
 from .pipeline import Pipeline, plan_task
-from .scheduler import DagRun, StepLimits, watch_cancellations
+from .scheduler import DagRun, StepLimits, watch_runs
 
 logger = logging.getLogger(__name__)
 
@@ -519,7 +519,8 @@ class EngineHost:
         gc.freeze()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="executor-lease")
         self._cancel_task = asyncio.create_task(
-            watch_cancellations(self.store, _runtime.limits), name="cancellations"
+            watch_runs(self.store, _runtime.limits, executor_id=self.executor_id),
+            name="cancellations",
         )
 
     def _register(self) -> None:

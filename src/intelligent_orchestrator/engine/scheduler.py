@@ -648,19 +648,33 @@ def _retrieve(f: asyncio.Future[bool]) -> None:
         f.exception()
 
 
-async def watch_cancellations(store: Store, limits: StepLimits, *, every: float = 0.5) -> None:
-    """One poll for every task this process runs: interrupt those a user cancelled."""
+async def watch_runs(
+    store: Store, limits: StepLimits, *, executor_id: str, every: float = 0.5
+) -> None:
+    """One poll for every task this process runs: interrupt those a user cancelled, and stop
+    those another executor holds now (this process was taken for dead while it was silent;
+    their writes are refused from the claim on, and their steps need not run to learn it)."""
     while True:
         await asyncio.sleep(every)
         ids = list(limits.active)
         if not ids:
             continue
         try:
-            cancelled = await asyncio.to_thread(store.cancelled_among, ids)
+            cancelled, moved = await asyncio.to_thread(
+                store.stopped_among, ids, executor_id=executor_id
+            )
         except Exception:
             logger.exception("cancellation poll failed")
             continue
+        for task_id in moved:
+            if (run := limits.active.get(task_id)) is not None:
+                logger.warning(
+                    "task %s is held by another executor now (this one, %s, was taken for "
+                    "dead); stopping its run here",
+                    task_id,
+                    executor_id,
+                )
+                run.cancel()
         for task_id in cancelled:
-            run = limits.active.get(task_id)
-            if run is not None:
+            if (run := limits.active.get(task_id)) is not None:
                 run.cancel()

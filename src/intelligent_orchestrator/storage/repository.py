@@ -371,6 +371,27 @@ class Store:
             )
             return [r[0] for r in rows]
 
+    def stopped_among(
+        self, task_ids: Sequence[str], *, executor_id: str
+    ) -> tuple[list[str], list[str]]:
+        """Of these tasks, run by ``executor_id``: those cancelled, and those another executor
+        holds now (it took this one for dead). One query for every task a process runs."""
+        if not task_ids:
+            return [], []
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(TaskRow.task_id, TaskRow.status).where(
+                    TaskRow.task_id.in_(list(task_ids)),
+                    sa.or_(
+                        TaskRow.status == TaskStatus.CANCELLED.value,
+                        TaskRow.executor_id.is_distinct_from(executor_id),
+                    ),
+                )
+            ).all()
+        cancelled = [t for t, status in rows if status == TaskStatus.CANCELLED.value]
+        moved = [t for t, status in rows if status != TaskStatus.CANCELLED.value]
+        return cancelled, moved
+
     def task_generation(self, task_id: str) -> int:
         with self.read() as s:
             row = s.get(TaskRow, task_id)
