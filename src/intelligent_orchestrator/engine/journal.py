@@ -14,6 +14,10 @@ waits for (a pure step's start and end) so ride along with the next commit that 
 the fifty ends of a fan-out and the task's end are one commit, not three, and a crash loses
 at most ``delay`` of pure work, which simply runs again.
 
+A batch is written only while the executor whose run wrote it still holds the task: once
+another executor has claimed it (this process was silent for a lease and taken for dead), the
+task's writes are refused with :class:`TakenOverError` and its run stops (fencing).
+
 Once a write of a task fails, the task's later writes are refused without being written, so
 the prefix holds (the task's run fails; its next run starts again from what is durable). Each
 event loop has its own lane of pending writes and its own flusher: DBOS runs queued and
