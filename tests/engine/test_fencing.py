@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
+from intelligent_orchestrator.engine.runtime import current_runtime
 from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.storage import EffectRecord, EffectStart
 from tests.support.tools import outbox, runs
 
 WAIT_THEN_SEND = ExecutionPlan.model_validate(
@@ -96,3 +98,33 @@ async def test_a_long_step_of_a_run_taken_over_is_stopped_within_a_poll(
     ]
     assert orch.store.get_task(task.task_id).status is TaskStatus.RUNNING
     assert runs(ws, task.task_id) == ["wait"]
+
+
+async def test_a_side_effect_is_not_started_once_its_task_is_held_elsewhere(
+    orch: Orchestrator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The takeover lands between the send step's wait for durable inputs and the record it
+    makes before acting: the record is refused, and the effect does not happen."""
+    caplog.set_level(logging.WARNING)
+    ws = orch.settings.workspace
+    journal = current_runtime().journal
+    assert journal is not None
+    started = journal.effect_started
+
+    async def after_a_takeover(start: EffectStart) -> EffectRecord:
+        await asyncio.to_thread(orch.store.claim_task, start.task_id, executor_id="other")
+        return await started(start)
+
+    monkeypatch.setattr(journal, "effect_started", after_a_takeover)
+    plan = WAIT_THEN_SEND.model_copy(deep=True)
+    plan.steps[0].inputs["seconds"] = 0.0
+    task = await orch.submit(plan, auto_approve=True, run_here=True)
+    host = orch.host
+    assert host is not None
+    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop")
+
+    assert outbox(ws) == []
+    assert runs(ws, task.task_id) == ["wait"]
+    assert orch.store.effects(task.task_id) == []
+    assert "its step 'send' does not act here" in caplog.text
+    assert orch.store.get_task(task.task_id).status is TaskStatus.RUNNING

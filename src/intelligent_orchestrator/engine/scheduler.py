@@ -622,10 +622,13 @@ class DagRun:
             )
         )
         if effect.status == NOT_OWNER:
-            raise TakenOverError(
-                f"task {ctx.task_id} is held by another executor now: its step {ctx.step_id!r} "
-                "does not act here"
+            refused = TakenOverError(
+                f"task {ctx.task_id} is held by another executor now (this one, "
+                f"{self.executor_id}, was taken for dead): its step {ctx.step_id!r} does not act "
+                "here"
             )
+            logger.warning("%s", refused)
+            raise refused
         if effect.status == "done":
             return effect.receipt
         # "done" is written with the step's outcome, in the journal's next commit
