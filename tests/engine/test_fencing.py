@@ -16,6 +16,7 @@ from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, Ta
 from intelligent_orchestrator.engine.runtime import current_runtime
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import EffectRecord, EffectStart
+from tests.support.procs import until
 from tests.support.tools import outbox, runs
 
 WAIT_THEN_SEND = ExecutionPlan.model_validate(
@@ -34,14 +35,6 @@ WAIT_THEN_SEND = ExecutionPlan.model_validate(
 )
 
 
-async def _until(cond: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_run_whose_task_was_claimed_elsewhere_stops_without_writing(
     orch: Orchestrator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -50,12 +43,16 @@ async def test_a_run_whose_task_was_claimed_elsewhere_stops_without_writing(
     host = orch.host
     assert host is not None
     task = await orch.submit(WAIT_THEN_SEND, auto_approve=True, run_here=True)
-    await _until(lambda: (ws / f"started-{task.task_id}-wait").exists(), "the sleep to start")
+    await until(
+        lambda: (ws / f"started-{task.task_id}-wait").exists(),
+        timeout=30,
+        what="the sleep to start",
+    )
     # While the step runs, another executor claims the task (as its recovery of this process's
     # workflows does once this process has been silent for a lease).
     assert orch.store.claim_task(task.task_id, executor_id="other") is not None
 
-    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop")
+    await until(lambda: not host.runs_here(task.task_id), timeout=30, what="the run here to stop")
 
     assert runs(ws, task.task_id) == ["wait"]  # the send step never ran here
     assert outbox(ws) == []
@@ -87,10 +84,14 @@ async def test_a_long_step_of_a_run_taken_over_is_stopped_within_a_poll(
     plan = WAIT_THEN_SEND.model_copy(deep=True)
     plan.steps[0].inputs["seconds"] = 60.0
     task = await orch.submit(plan, auto_approve=True, run_here=True)
-    await _until(lambda: (ws / f"started-{task.task_id}-wait").exists(), "the sleep to start")
+    await until(
+        lambda: (ws / f"started-{task.task_id}-wait").exists(),
+        timeout=30,
+        what="the sleep to start",
+    )
     assert orch.store.claim_task(task.task_id, executor_id="other") is not None
     t0 = time.monotonic()
-    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop", timeout=10)
+    await until(lambda: not host.runs_here(task.task_id), timeout=10, what="the run here to stop")
     assert time.monotonic() - t0 < 5
     assert "stopping its run here" in caplog.text
     assert [(r.step_id, r.status) for r in orch.store.step_runs(task.task_id)] == [
@@ -121,7 +122,7 @@ async def test_a_side_effect_is_not_started_once_its_task_is_held_elsewhere(
     task = await orch.submit(plan, auto_approve=True, run_here=True)
     host = orch.host
     assert host is not None
-    await _until(lambda: not host.runs_here(task.task_id), "the run here to stop")
+    await until(lambda: not host.runs_here(task.task_id), timeout=30, what="the run here to stop")
 
     assert outbox(ws) == []
     assert runs(ws, task.task_id) == ["wait"]

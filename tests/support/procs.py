@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import json
@@ -118,4 +119,14 @@ def wait_for(cond: Callable[[], bool], *, timeout: float, what: str) -> None:
         if cond():
             return
         time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def until(cond: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """:func:`wait_for` inside an event loop (the loop runs while it waits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
