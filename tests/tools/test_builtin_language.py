@@ -9,6 +9,8 @@ from typing import Any
 
 import matplotlib
 import pytest
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from intelligent_orchestrator.errors import ToolError, ToolInputError
 from intelligent_orchestrator.llm import BoundLlm, CallScope, ModelGateway
@@ -382,6 +384,33 @@ async def test_a_long_piece_is_written_as_an_outline_then_sections(ctx: ToolCont
     # each section call was told its share of the length and the other sections
     assert all("about 119 words" in (i or "") for i in script.instructions[1:])
     assert "All sections: Chairs; Tables; Parasols; Delivery; Extra" in script.prompts[1]
+
+
+async def test_the_draft_length_is_bounded_in_the_schema_the_model_is_shown(
+    ctx: ToolContext,
+) -> None:
+    """A small local model now and then ends a 60-word post after four words: the schema
+    (a local model's JSON grammar) asks for at least a third of the length. The floor is not
+    validated: a shorter reply is kept, and the quality checks judge it."""
+    schemas: list[dict[str, Any]] = []
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        output = info.model_request_parameters.output_object
+        assert output is not None
+        schemas.append(output.json_schema)
+        return ModelResponse(parts=[TextPart('{"title": "Sale", "body": "25% off!"}')])
+
+    gateway = ModelGateway(
+        Settings(home=ctx.workspace.parent / "home"), models={"local": FunctionModel(answer)}
+    )
+    ctx.llm = BoundLlm(gateway, CallScope(task_id=ctx.task_id, step_id=ctx.step_id))
+    out = await run(write_content, ctx, kind="social_post", brief="sale", length_words=60)
+    assert out["body"] == "25% off!"
+    body = schemas[0]["properties"]["body"]
+    assert (body["minLength"], body["maxLength"]) == (100, 900)  # the 51-100 words bucket
+    await run(write_content, ctx, kind="email", brief="sale", length_words=300)
+    body = schemas[1]["properties"]["body"]
+    assert (body["minLength"], body["maxLength"]) == (400, 3600)  # 201-400 words
 
 
 async def test_a_short_piece_is_one_call(ctx: ToolContext) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -224,18 +225,31 @@ class _Draft(BaseModel):
     body: str
 
 
+def _bounded(max_chars: int, min_chars: int) -> Any:
+    """A text field whose length the JSON grammar of a local model holds between the two.
+
+    The cap is validated too: a small model cannot ramble past it and leave the JSON unclosed
+    when it hits max_tokens. The floor is only in the schema the model is shown (a small model
+    now and then ends a 60-word post after four words; the grammar makes it go on): what a
+    model returns shorter is kept, and the quality checks judge its length.
+    """
+    return (str, Field(max_length=max_chars, json_schema_extra={"minLength": min_chars}))
+
+
 @functools.cache
-def _draft_type(max_chars: int) -> type[_Draft]:
-    """A draft whose body the JSON grammar itself caps: a small model cannot ramble past it
-    and leave the JSON unclosed when it hits max_tokens."""
-    return create_model("_Draft", __base__=_Draft, body=(str, Field(max_length=max_chars)))
+def _draft_type(max_chars: int, min_chars: int) -> type[_Draft]:
+    return create_model("_Draft", __base__=_Draft, body=_bounded(max_chars, min_chars))
 
 
-def _length_bucket(words: int) -> int:
-    for limit in (50, 100, 200, 400, 800, 1600):
-        if words <= limit:
-            return limit
-    return 3000
+_LENGTH_BUCKETS = (20, 50, 100, 200, 400, 800, 1600, 3000)
+
+
+def _length_bucket(words: int) -> tuple[int, int]:
+    """The bucket of ``words`` (a few draft types, not one per length): its bounds in words."""
+    for low, high in itertools.pairwise(_LENGTH_BUCKETS):
+        if words <= high:
+            return low, high
+    return _LENGTH_BUCKETS[-2], _LENGTH_BUCKETS[-1]
 
 
 _KIND_HINTS = {
@@ -270,9 +284,9 @@ class _Section(BaseModel):
 
 
 @functools.cache
-def _section_type(max_chars: int) -> type[_Section]:
-    """A section whose length the JSON grammar caps, within the call's token limit."""
-    return create_model("_Section", __base__=_Section, text=(str, Field(max_length=max_chars)))
+def _section_type(max_chars: int, min_chars: int) -> type[_Section]:
+    """A section whose length the JSON grammar bounds, within the call's token limit."""
+    return create_model("_Section", __base__=_Section, text=_bounded(max_chars, min_chars))
 
 
 async def _write_in_sections(ctx: ToolContext, prompt: str, length_words: int) -> _Draft:
@@ -293,7 +307,8 @@ async def _write_in_sections(ctx: ToolContext, prompt: str, length_words: int) -
 
     async def section(heading: str) -> str:
         out = await llm.generate(
-            _section_type(per * 8),  # ~6 characters a word, and room for Markdown
+            # ~6 characters a word, and room for Markdown; at least a third of that
+            _section_type(per * 8, per * 2),
             purpose="writer",
             instructions=(
                 f"{WRITER_INSTRUCTIONS} Write one section of the piece below: about {per} "
@@ -346,13 +361,14 @@ async def write_content(
     if kind in SECTIONED_KINDS and length_words >= SECTIONED_MIN_WORDS:
         draft = await _write_in_sections(ctx, prompt, length_words)
     else:
-        bucket = _length_bucket(length_words)
+        low, high = _length_bucket(length_words)
         draft = await ctx.require_llm().generate(
-            _draft_type(bucket * 9),  # ~6 characters a word, with room to spare
+            # ~6 characters a word, with room to spare; at least a third of the bucket's least
+            _draft_type(high * 9, low * 2),
             purpose="writer",
             instructions=WRITER_INSTRUCTIONS,
             prompt=prompt,
-            max_tokens=bucket * 4 + 200,
+            max_tokens=high * 4 + 200,
         )
     body = draft.body.strip()
     return ContentOutput(
