@@ -7,10 +7,12 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from dbos import DBOS
+from dbos import _recovery as dbos_recovery
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, TaskStatus
 from intelligent_orchestrator.engine.runtime import TASKS_WORKFLOW, run_generation, workflow_id
@@ -18,11 +20,20 @@ from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import Store, create_engine, upgrade, utcnow
 from intelligent_orchestrator.tools.registry import ToolRegistry
+from tests.engine.test_crash import submit
+from tests.support.procs import Worker, until
 from tests.support.tools import mail_workflow, outbox, runs
 
 MAIL = ExecutionPlan.model_validate(mail_workflow())
 ORPHANED = "is claimed but has no run recorded"
 LEASE = timedelta(seconds=30)
+SLOW = {
+    "name": "slow",
+    "steps": [
+        {"id": "slow", "tool": "sleep", "inputs": {"seconds": 60, "retry_seconds": 0.2}},
+        {"id": "last", "tool": "noop", "inputs": {"value": "${steps.slow.output.value}"}},
+    ],
+}
 
 
 @pytest.fixture
@@ -214,15 +225,21 @@ def test_the_sweeps_page_through_old_tasks(settings: Settings) -> None:
         engine.dispose()
 
 
+async def stop_lease_rounds(orch: Orchestrator) -> None:
+    """Stop the host's lease loop: the test runs the lease rounds itself."""
+    assert orch.host is not None
+    lease_loop = orch.host._lease_task
+    assert lease_loop is not None
+    lease_loop.cancel()
+    await asyncio.gather(lease_loop, return_exceptions=True)
+    await asyncio.sleep(0.2)  # (a lease round's thread may still be finishing)
+
+
 async def test_an_executor_whose_recovery_failed_stays_claimable(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert orch.host is not None
-    lease_loop = orch.host._lease_task
-    assert lease_loop is not None
-    lease_loop.cancel()  # (this test runs the lease rounds itself)
-    await asyncio.gather(lease_loop, return_exceptions=True)
-    await asyncio.sleep(0.2)  # (a lease round's thread may still be finishing)
+    await stop_lease_rounds(orch)
     ghost(orch.store)
 
     def broken(executor_ids: list[str]) -> list[object]:
@@ -234,6 +251,65 @@ async def test_an_executor_whose_recovery_failed_stays_claimable(
     monkeypatch.undo()
     assert await orch.host.maintain() == ["ghost"]  # claimed again, recovered this time
     assert await orch.host.maintain() == []
+
+
+@pytest.mark.slow
+async def test_a_run_whose_recovery_dbos_skipped_is_recovered_by_a_later_round(
+    orch: Orchestrator,
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DBOS logs and skips a workflow whose recovery raised: the dead executor's run would stay
+    pending for good. The round sees it still pending and leaves the executor claimable."""
+    host = orch.host
+    assert host is not None
+    await stop_lease_rounds(orch)
+    ws = orch.settings.workspace
+    worker = Worker(env, "doomed", tmp_path)
+    try:
+        task_id = submit(env, tmp_path, SLOW)
+        await until(
+            lambda: (ws / f"started-{task_id}-slow").exists(),
+            timeout=60,
+            what="the slow step to start in the worker",
+        )
+        worker.kill9()
+    finally:
+        worker.stop()
+
+    def hiccup(*args: object) -> object:
+        raise RuntimeError("the system database hiccuped")
+
+    monkeypatch.setattr(dbos_recovery, "_recover_workflow", hiccup)
+    claimed: list[str] = []
+
+    async def lease_round() -> None:
+        claimed.extend(await host.maintain())
+
+    deadline = time.monotonic() + 30
+    while "doomed" not in claimed and time.monotonic() < deadline:  # (its lease runs out)
+        await lease_round()
+        await asyncio.sleep(0.2)
+    assert claimed == ["doomed"]
+    assert "recovering 1 task run(s) of executor doomed failed" in caplog.text
+    assert orch.store.get_task(task_id).status is TaskStatus.RUNNING
+    monkeypatch.undo()
+    assert await host.maintain() == ["doomed"]  # claimed again, recovered (queued) this time
+    rescuer = Worker(env, "rescuer", tmp_path)  # (this process does not take from the queue)
+    try:
+        await until(
+            lambda: orch.store.get_task(task_id).status.finished,
+            timeout=60,
+            what="the recovered run",
+        )
+    finally:
+        rescuer.stop()
+    assert orch.store.get_task(task_id).status is TaskStatus.SUCCEEDED
+    done = runs(ws, task_id)
+    assert (done.count("slow"), done.count("last")) == (2, 1)  # interrupted, so run again
+    assert "doomed" not in await host.maintain()  # (the rescuer, stopped, may be claimed)
 
 
 async def test_a_claim_whose_run_was_started_elsewhere_does_not_run_here(

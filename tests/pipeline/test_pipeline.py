@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.support.pipeline import (
     request_plan,
     verdict,
 )
+from tests.support.procs import until
 
 
 @dataclass
@@ -467,3 +469,39 @@ async def test_two_edits_of_the_same_revision_conflict_instead_of_crashing(
         h.orch.store.approve_and_claim(
             task_id, comment=None, decided_by="bo", revisions=[edit], round_=1
         )
+
+
+async def test_a_pipeline_run_taken_over_while_judged_stores_nothing_of_its_own(
+    make: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fencing reaches the pipeline's own records: the task is claimed by another executor
+    while the judge grades the draft (this process was taken for dead); this run stores no
+    assessment, no variants, no execution record, and stops without failing the task."""
+    caplog.set_level(logging.WARNING)
+    claimed: list[str] = []
+
+    class TakenOverWhileJudged(Model):
+        def __call__(self, prompt: str) -> Any:
+            if "Text to grade" in prompt and not claimed:
+                (task,), _ = h.orch.store.list_tasks(status=TaskStatus.RUNNING)
+                assert h.orch.store.claim_task(task.task_id, executor_id="other") is not None
+                claimed.append(task.task_id)
+            return super().__call__(prompt)
+
+    h = await make(TakenOverWhileJudged())
+    host = h.orch.host
+    assert host is not None
+    task = await h.orch.submit(request_plan(), request=REQUEST)
+    await until(lambda: bool(claimed), timeout=60, what="the judge to be asked")
+    await until(lambda: not host.runs_here(task.task_id), timeout=30, what="the run to stop")
+
+    store = h.orch.store
+    stored = store.get_task(task.task_id)
+    assert stored.status is TaskStatus.RUNNING  # as the new holder found it
+    assert stored.quality_score is None
+    assert store.assessments(task.task_id) == []
+    assert store.variants(task.task_id) == []
+    assert store.execution_record(task.task_id) is None
+    assert store.approvals(task.task_id) == []
+    assert f"task {task.task_id} is held by another executor now" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -12,7 +12,11 @@ import sqlalchemy as sa
 
 from intelligent_orchestrator.domain.models import (
     ApprovalStatus,
+    ChannelVariant,
     ExecutionPlan,
+    ExecutionRecord,
+    PipelinePhase,
+    QualityAssessment,
     StepStatus,
     TaskStatus,
 )
@@ -23,6 +27,7 @@ from intelligent_orchestrator.storage import (
     ArtifactRecord,
     EffectRecord,
     EffectStart,
+    NotHolderError,
     StepBatch,
     StepUpdate,
     Store,
@@ -514,6 +519,73 @@ def test_an_effect_is_not_started_by_an_executor_that_no_longer_holds_its_task(
     assert [r.status for r in store.effects_started(starts)] == [NOT_OWNER, "started", "started"]
     assert store.effect("t:a") is None
     assert {r.key for r in store.effects("t")} == {"t:b", "t:c"}
+
+
+def test_the_quality_pipelines_writes_are_refused_to_an_executor_that_no_longer_holds_it(
+    store: Store,
+) -> None:
+    """Fencing of the pipeline's own records: each write fenced on ``ex-1`` is refused once
+    ``ex-2`` holds the task (NotHolderError, nothing written), and made by the holder."""
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    store.write_steps("t", [StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED)])
+    store.claim_task("t", executor_id="ex-2")
+    art = ArtifactRecord(
+        step_id="format", path="post.md", media_type="text/markdown", size=1, sha256="0"
+    )
+    writes: dict[str, Callable[[str], object]] = {
+        "assessment": lambda ex: store.save_assessment(
+            "t",
+            QualityAssessment(overall_score=0.5, passed=False),
+            trigger="first",
+            only_executor=ex,
+        ),
+        "variants": lambda ex: store.save_variants(
+            "t",
+            0,
+            [ChannelVariant(channel="blog", deliverable="w", text="hi")],
+            [art],
+            only_executor=ex,
+        ),
+        "artifacts": lambda ex: store.replace_artifacts(
+            "t", [replace(art, size=2, sha256="1")], only_executor=ex
+        ),  # the file written again
+        "reset": lambda ex: store.reset_for_refinement(
+            "t", ["load"], round_=1, phase=PipelinePhase.REFINE, only_executor=ex
+        ),
+        "approval": lambda ex: store.request_approval(
+            "t", "review", expires_in=timedelta(days=1), only_executor=ex
+        ),
+        "record": lambda ex: store.save_record(
+            ExecutionRecord(task_id="t", plan=PLAN, tool_sequence=["noop"], outcome="succeeded"),
+            only_executor=ex,
+        ),
+        "restore": lambda ex: store.restore_round("t", 0, only_executor=ex),
+    }
+
+    def state() -> tuple[object, ...]:
+        task = store.get_task("t")
+        return (
+            task.round,
+            task.phase,
+            task.quality_score,
+            store.assessments("t"),
+            store.variants("t"),
+            store.artifacts("t"),
+            store.step_runs("t"),
+            store.approvals("t"),
+            store.execution_record("t"),
+        )
+
+    before = state()
+    for name, write in writes.items():
+        with pytest.raises(NotHolderError, match="held by another executor now, not by ex-1"):
+            write("ex-1")
+        assert state() == before, name
+    for name, write in writes.items():
+        write("ex-2")
+        after = state()
+        assert after != before, name
+        before = after
 
 
 def test_create_task_running_on_an_executor(store: Store) -> None:

@@ -36,6 +36,7 @@ from ..domain.models import TaskStatus
 from ..storage import (
     EffectRecord,
     EffectStart,
+    NotHolderError,
     StepBatch,
     Store,
     Written,
@@ -74,6 +75,13 @@ class TakenOverError(JournalWriteError):
     """Another executor holds the task now: this process was silent for a lease and was taken
     for dead, and the task's run was recovered elsewhere. This run must stop; nothing it
     writes from here on is recorded."""
+
+
+def taken_over(exc: NotHolderError) -> TakenOverError:
+    """The error a run stops with when the store refused one of its writes to another holder's
+    task (a warning: that is how a run taken for dead ends, not a fault here)."""
+    logger.warning("%s; its run here stops", exc)
+    return TakenOverError(str(exc))
 
 
 def _refusal(exc: BaseException) -> JournalWriteError:

@@ -35,8 +35,8 @@ from ..errors import PlanningError
 from ..formatting import Content, Metadata, format_variant, render_artifacts
 from ..llm import BoundLlm, CallScope
 from ..quality import Inputs, PlanSplit, assess, content_of, descendants, plan_parts
-from ..storage import ArtifactRecord, utcnow
-from .journal import TakenOverError
+from ..storage import ArtifactRecord, NotHolderError, utcnow
+from .journal import TakenOverError, taken_over
 from .scheduler import DagRun
 
 if TYPE_CHECKING:
@@ -158,7 +158,14 @@ class Pipeline:
         return self.task.task_id
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except NotHolderError as exc:
+            raise taken_over(exc) from exc
+
+    async def _write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A write of this run's, fenced: made only while this executor holds the task."""
+        return await self._db(fn, *args, only_executor=self.rt.executor_id, **kwargs)
 
     # The phases ----------------------------------------------------------------------------
     async def run(self, previous: list[StepRun]) -> TaskStatus:
@@ -266,7 +273,7 @@ class Pipeline:
                 self.task.round - 1,
                 extra={"task_id": self.task_id},
             )
-            await self._db(self.store.restore_round, self.task_id, self.task.round - 1)
+            await self._write(self.store.restore_round, self.task_id, self.task.round - 1)
             timings = self._phase_ms
             self.task = await self._db(self.store.get_task, self.task_id)
             self.task.plan.metadata["phase_ms"] = timings
@@ -343,7 +350,7 @@ class Pipeline:
                 if await self._revision_comment(round_ - 1) is not None
                 else "quality"
             )
-            current = await self._db(
+            current = await self._write(
                 self.store.save_assessment, self.task_id, assessment, trigger=trigger
             )
             history = [*history, (trigger, current)]
@@ -373,7 +380,7 @@ class Pipeline:
                     round_ - 1,
                     extra={"task_id": self.task_id},
                 )
-                await self._db(
+                await self._write(
                     self.store.restore_round, self.task_id, round_ - 1, assessment=earlier[-1]
                 )
                 timings = self._phase_ms
@@ -383,7 +390,7 @@ class Pipeline:
             await self._set(needs_human=True)
             return P.FORMAT
         rerun = descendants(self.split.content, faulty)
-        await self._db(
+        await self._write(
             self.store.reset_for_refinement,
             self.task_id,
             sorted(rerun),
@@ -440,7 +447,9 @@ class Pipeline:
             variant.language = d.language
             artifacts += await self._render(variant, content, meta)
             variants.append(variant)
-        await self._db(self.store.save_variants, self.task_id, self.task.round, variants, artifacts)
+        await self._write(
+            self.store.save_variants, self.task_id, self.task.round, variants, artifacts
+        )
 
     async def _render(
         self, variant: ChannelVariant, content: Content, meta: Metadata
@@ -479,7 +488,7 @@ class Pipeline:
             d = by_key.get(v.key)
             if d is not None:
                 artifacts += await self._render(v, self._content(d, steps, outputs), meta)
-        await self._db(self.store.replace_artifacts, self.task_id, artifacts)
+        await self._write(self.store.replace_artifacts, self.task_id, artifacts)
 
     def _content(
         self, d: Deliverable, steps: dict[str, WorkflowStep], outputs: dict[str, Any]
@@ -549,7 +558,12 @@ class Pipeline:
 
     def _write_record(self, outcome: str, approval: str | None) -> None:
         write_record(
-            self.store, self.task_id, outcome=outcome, approval=approval, phase_ms=self._phase_ms
+            self.store,
+            self.task_id,
+            outcome=outcome,
+            approval=approval,
+            phase_ms=self._phase_ms,
+            only_executor=self.rt.executor_id,
         )
 
     # The human decision ------------------------------------------------------------------
@@ -561,7 +575,7 @@ class Pipeline:
             for a in earlier
         )  # a person sent a result back: they see the next one too
         auto = self.task.auto_approve and not self.task.needs_human and not person
-        approval = await self._db(
+        approval = await self._write(
             self.store.request_approval,
             self.task_id,
             review_gate(self.task.round),
@@ -687,8 +701,10 @@ def write_record(
     outcome: str,
     approval: str | None = None,
     phase_ms: dict[str, float] | None = None,
+    only_executor: str | None = None,
 ) -> ExecutionRecord:
-    """Build the task's execution record from what is stored, and store it (an upsert)."""
+    """Build the task's execution record from what is stored, and store it (an upsert; with
+    ``only_executor``, only while that executor holds the task)."""
     task = store.get_task(task_id)
     old = store.execution_record(task_id)
     runs = store.step_runs(task_id)
@@ -746,5 +762,5 @@ def write_record(
         cost=round(task.total_cost, 6),
         business_metrics=task.plan.metadata.get("business_metrics") or {},
     )
-    store.save_record(record)
+    store.save_record(record, only_executor=only_executor)
     return record

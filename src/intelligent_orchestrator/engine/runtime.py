@@ -31,6 +31,7 @@ from ..settings import Settings
 from ..storage import (
     Decided,
     Decision,
+    NotHolderError,
     RunRef,
     StepBatch,
     Store,
@@ -41,7 +42,7 @@ from ..storage import (
 from ..tools.registry import ToolRegistry
 from .batching import Coalescer
 from .ends import TaskEnds
-from .journal import StepJournal, TakenOverError
+from .journal import StepJournal, TakenOverError, taken_over
 from .pipeline import Pipeline, plan_task
 from .scheduler import DagRun, StepLimits, watch_runs
 
@@ -256,13 +257,18 @@ async def _execute(
     plan = task.plan
     approved = {a.step_id: a for a in claim.approved if a.status is ApprovalStatus.APPROVED}
     if plan.requires_approval and None not in approved:
-        approval = await asyncio.to_thread(
-            store.request_approval,
-            task_id,
-            None,
-            expires_in=timedelta(hours=rt.settings.engine.approval_expiry_hours),
-            auto_by="auto-approve" if task.auto_approve else None,
-        )
+        try:
+            approval = await asyncio.to_thread(
+                store.request_approval,
+                task_id,
+                None,
+                expires_in=timedelta(hours=rt.settings.engine.approval_expiry_hours),
+                auto_by="auto-approve" if task.auto_approve else None,
+                only_executor=rt.executor_id,
+            )
+        except NotHolderError as exc:
+            taken_over(exc)
+            return TaskStatus.RUNNING  # (elsewhere)
         if approval.status.value == "pending":
             await asyncio.to_thread(
                 store.update_task,
@@ -583,8 +589,20 @@ class EngineHost:
         for ex in dead:
             try:
                 handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [ex])  # pyright: ignore[reportPrivateUsage]  # DBOS's recovery entry point for another executor id
+                # DBOS logs and skips a workflow whose recovery raised: one still pending
+                # under the dead executor would never run, so the executor stays claimable.
+                left = await asyncio.to_thread(_pending_runs, ex)
             except Exception:
                 logger.exception("recovering executor %s failed; it stays claimable", ex)
+                await asyncio.to_thread(self.store.release_executor, ex)
+                continue
+            if left:
+                logger.error(
+                    "recovering %d task run(s) of executor %s failed (%s); it stays claimable",
+                    len(left),
+                    ex,
+                    ", ".join(left[:5]),
+                )
                 await asyncio.to_thread(self.store.release_executor, ex)
                 continue
             if handles:
@@ -800,3 +818,17 @@ class QueueClient:
 def migrate_system_database(settings: Settings) -> None:
     """Create or upgrade DBOS's system tables (idempotent)."""
     DBOS.migrate(settings.system_database_url)
+
+
+def _pending_runs(executor_id: str) -> list[str]:
+    """The workflows of this engine version still pending under ``executor_id``."""
+    return [
+        w.workflow_id
+        for w in DBOS.list_workflows(
+            status="PENDING",
+            executor_id=executor_id,
+            app_version=ENGINE_VERSION,
+            load_input=False,
+            load_output=False,
+        )
+    ]

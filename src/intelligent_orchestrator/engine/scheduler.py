@@ -43,6 +43,7 @@ from ..storage import (
     NOT_OWNER,
     ArtifactRecord,
     EffectStart,
+    NotHolderError,
     StepBatch,
     StepUpdate,
     Store,
@@ -52,7 +53,7 @@ from ..storage import (
 from ..tools.registry import ToolRegistry
 from ..tools.spec import Artifact, Tool, ToolContext
 from .deadlines import Deadlines
-from .journal import StepJournal, TakenOverError
+from .journal import StepJournal, TakenOverError, taken_over
 
 logger = logging.getLogger(__name__)
 
@@ -477,13 +478,17 @@ class DagRun:
         """Outcome when the step must not run now; None once approved."""
         if step.id in self.approved:
             return None
-        approval = await asyncio.to_thread(
-            self.store.request_approval,
-            self.task_id,
-            step.id,
-            expires_in=timedelta(hours=self.settings.engine.approval_expiry_hours),
-            auto_by="auto-approve" if self.auto_approve else None,
-        )
+        try:
+            approval = await asyncio.to_thread(
+                self.store.request_approval,
+                self.task_id,
+                step.id,
+                expires_in=timedelta(hours=self.settings.engine.approval_expiry_hours),
+                auto_by="auto-approve" if self.auto_approve else None,
+                only_executor=self.executor_id,
+            )
+        except NotHolderError as exc:
+            raise taken_over(exc) from exc
         match approval.status:
             case ApprovalStatus.APPROVED:
                 return None

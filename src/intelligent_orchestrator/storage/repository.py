@@ -178,6 +178,19 @@ def new_task(values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
     )
 
 
+class NotHolderError(RuntimeError):
+    """A write fenced on a task's holder was refused: another executor holds the task now
+    (the writer was taken for dead and its run recovered elsewhere). Nothing was written."""
+
+    def __init__(self, task_id: str, executor_id: str) -> None:
+        super().__init__(
+            f"task {task_id} is held by another executor now, not by {executor_id}: "
+            "nothing was written"
+        )
+        self.task_id = task_id
+        self.executor_id = executor_id
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """A person's decision on a task's pending approval(s) (only ``step_id``'s, if given)."""
@@ -670,14 +683,16 @@ class Store:
         *,
         expires_in: timedelta,
         auto_by: str | None = None,
+        only_executor: str | None = None,
     ) -> Approval:
-        """The approval for (task, step): the newest one, or a new pending (or auto-approved) one."""
+        """The approval for (task, step): the newest one, or a new pending (or auto-approved)
+        one (with ``only_executor``, created only while that executor holds the task)."""
         with self.read() as s:  # a resumed task finds its decided approval: no write lock
             row = s.scalars(_newest_approval(task_id, step_id)).first()
             if row is not None:
                 return _approval(row)
         with self.session() as s, s.begin():
-            s.get(TaskRow, task_id, with_for_update=True)  # one creator at a time per task
+            _held(s, task_id, only_executor)  # locked: one creator at a time per task
             row = s.scalars(_newest_approval(task_id, step_id)).first()
             if row is not None:
                 return _approval(row)
@@ -1017,12 +1032,17 @@ class Store:
 
     # Pipeline: assessments, variants, refinement, records ---------------------------------
     def save_assessment(
-        self, task_id: str, assessment: QualityAssessment, *, trigger: str
+        self,
+        task_id: str,
+        assessment: QualityAssessment,
+        *,
+        trigger: str,
+        only_executor: str | None = None,
     ) -> QualityAssessment:
         """Store the assessment of ``assessment.round``; a stored one for that round wins
         (a resumed run never assesses the same result twice)."""
         with self.session() as s, s.begin():
-            s.get(TaskRow, task_id, with_for_update=True)
+            _held(s, task_id, only_executor)
             row = s.scalars(
                 sa.select(AssessmentRow).where(
                     AssessmentRow.task_id == task_id, AssessmentRow.round == assessment.round
@@ -1064,12 +1084,16 @@ class Store:
         round_: int,
         variants: Sequence[ChannelVariant],
         artifacts: Sequence[ArtifactRecord] = (),
+        *,
+        only_executor: str | None = None,
     ) -> None:
         """The formatted variants of a round and their files (replacing an earlier formatting:
         the files of the same names were overwritten)."""
         now = utcnow()
         step_ids = {a.step_id for a in artifacts}
         with self.session() as s, s.begin():
+            if only_executor is not None:
+                _held(s, task_id, only_executor)
             s.execute(
                 sa.delete(VariantRow).where(
                     VariantRow.task_id == task_id, VariantRow.round == round_
@@ -1109,10 +1133,18 @@ class Store:
                     task_id=task_id,
                 ) from None
 
-    def replace_artifacts(self, task_id: str, artifacts: Sequence[ArtifactRecord]) -> None:
+    def replace_artifacts(
+        self,
+        task_id: str,
+        artifacts: Sequence[ArtifactRecord],
+        *,
+        only_executor: str | None = None,
+    ) -> None:
         """Files written again (same paths, new contents): their rows get the new size and hash."""
         now = utcnow()
         with self.session() as s, s.begin():
+            if only_executor is not None:
+                _held(s, task_id, only_executor)
             for a in artifacts:
                 s.execute(
                     sa.delete(ArtifactRow).where(
@@ -1146,15 +1178,19 @@ class Store:
         return list(out.values())
 
     def reset_for_refinement(
-        self, task_id: str, step_ids: Sequence[str], *, round_: int, phase: PipelinePhase
+        self,
+        task_id: str,
+        step_ids: Sequence[str],
+        *,
+        round_: int,
+        phase: PipelinePhase,
+        only_executor: str | None = None,
     ) -> None:
         """Keep the current run of each step in ``step_history`` (under the round it belonged
         to), set the steps pending again, and move the task to ``round_`` and ``phase`` — in
         one transaction, so a crash leaves either the old result or the reset."""
         with self.session() as s, s.begin():
-            task = s.get(TaskRow, task_id, with_for_update=True)
-            if task is None:
-                raise NotFoundError("task", task_id)
+            task = _held(s, task_id, only_executor)
             if task.round < round_:  # else already done (a resumed run)
                 _reset_steps(s, task, step_ids, round_=round_, phase=phase)
 
@@ -1210,7 +1246,12 @@ class Store:
             return task.run_generation
 
     def restore_round(
-        self, task_id: str, round_: int, *, assessment: QualityAssessment | None = None
+        self,
+        task_id: str,
+        round_: int,
+        *,
+        assessment: QualityAssessment | None = None,
+        only_executor: str | None = None,
     ) -> list[str]:
         """A refinement round (``round_+1``) failed or scored lower: its runs go to
         ``step_history`` under that round and the runs of ``round_`` come back, so the result
@@ -1221,9 +1262,7 @@ class Store:
         Returns the steps restored."""
         now = utcnow()
         with self.session() as s, s.begin():
-            task = s.get(TaskRow, task_id, with_for_update=True)
-            if task is None:
-                raise NotFoundError("task", task_id)
+            task = _held(s, task_id, only_executor)
             kept = s.scalars(
                 sa.select(StepHistoryRow)
                 .where(StepHistoryRow.task_id == task_id, StepHistoryRow.round == round_)
@@ -1286,10 +1325,12 @@ class Store:
             ).all()
             return [(r.round, StepRun.model_validate(r.body)) for r in rows]
 
-    def save_record(self, record: ExecutionRecord) -> None:
+    def save_record(self, record: ExecutionRecord, *, only_executor: str | None = None) -> None:
         now = utcnow()
         quality = record.quality[-1].get("score") if record.quality else None
         with self.session() as s, s.begin():
+            if only_executor is not None:
+                _held(s, record.task_id, only_executor)
             row = s.get(ExecutionRecordRow, record.task_id, with_for_update=True)
             if row is None:
                 s.add(
@@ -1688,6 +1729,17 @@ def commit_outcome_unknown(exc: BaseException) -> bool:
     """Whether a failed transaction may have been committed all the same (its connection was
     lost on the way, e.g. during COMMIT): writing it again could apply it twice."""
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _held(s: Session, task_id: str, executor_id: str | None) -> TaskRow:
+    """The task's row, locked until the transaction ends; with ``executor_id``, only while
+    that executor holds the task (else NotHolderError: the caller writes nothing)."""
+    task = s.get(TaskRow, task_id, with_for_update=True)
+    if task is None:
+        raise NotFoundError("task", task_id)
+    if executor_id is not None and task.executor_id != executor_id:
+        raise NotHolderError(task_id, executor_id)
+    return task
 
 
 def _effects_done(conn: sa.Connection, effects: Sequence[tuple[str, Any]]) -> None:
