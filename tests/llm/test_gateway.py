@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, Field
 from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from intelligent_orchestrator.domain.models import LlmCall
 from intelligent_orchestrator.errors import (
@@ -170,6 +174,37 @@ async def test_a_hanging_model_times_out_and_is_retried(tmp_path: Path) -> None:
     with pytest.raises(LlmUnavailableError, match="timed out"):
         await gateway.generate(City, prompt="q", instructions="i", purpose="writer")
     assert len(slow.prompts) == 2
+
+
+async def test_calls_to_the_embedded_model_wait_for_a_free_slot_outside_their_timeout(
+    tmp_path: Path,
+) -> None:
+    """The embedded server decodes ``local_parallel`` requests at a time and queues the rest:
+    five calls at once go two at a time, and none times out for the time it waited."""
+    settings = Settings(
+        home=tmp_path / "home", llm=LlmSettings(default_model="local", local_parallel=2)
+    )
+    settings.models["local"].timeout_seconds = 0.5
+    settings.models["local"].max_retries = 0
+    running = 0
+    peak = 0
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.3)
+        running -= 1
+        return ModelResponse(parts=[TextPart('{"city": "Tokyo", "population_millions": 14}')])
+
+    gateway = ModelGateway(settings, models={"local": FunctionModel(answer)})
+    t0 = time.perf_counter()
+    out = await asyncio.gather(
+        *(gateway.generate(City, prompt="q", instructions="i", purpose="writer") for _ in range(5))
+    )
+    assert [c.city for c in out] == ["Tokyo"] * 5
+    assert peak == 2
+    assert time.perf_counter() - t0 >= 0.9  # three rounds of 0.3 s: longer than one timeout
 
 
 async def _no_sleep(_: float) -> None:

@@ -101,6 +101,7 @@ class ModelGateway:
         self._models: dict[str, Model] = dict(models or {})
         self._agents: dict[tuple[str, Any], Agent[None, Any]] = {}
         self._lock = asyncio.Lock()
+        self._local_slots: dict[str, asyncio.Semaphore] = {}
         self.sink = sink
         self.sleep = sleep
 
@@ -233,6 +234,39 @@ class ModelGateway:
             raise BudgetExceededError(f"{purpose}: {why}", purpose=purpose, model=name)
 
     async def _once(
+        self,
+        name: str,
+        cfg: ModelConfig,
+        output_type: type[T],
+        prompt: str,
+        instructions: str,
+        purpose: str,
+        scope: CallScope,
+        max_tokens: int | None,
+    ) -> T:
+        slots = self._slots(name, cfg)
+        if slots is None:
+            return await self._call(
+                name, cfg, output_type, prompt, instructions, purpose, scope, max_tokens
+            )
+        async with slots:
+            return await self._call(
+                name, cfg, output_type, prompt, instructions, purpose, scope, max_tokens
+            )
+
+    def _slots(self, name: str, cfg: ModelConfig) -> asyncio.Semaphore | None:
+        """The embedded model's server decodes ``llm.local_parallel`` requests at a time and
+        queues the others: a call waits here for a slot, so that its timeout counts its own
+        generation, not the queue (on two slow cores five section calls of a blog post at
+        once timed out while queued)."""
+        if cfg.provider != "local":
+            return None
+        slots = self._local_slots.get(name)
+        if slots is None:
+            slots = self._local_slots[name] = asyncio.Semaphore(self.settings.llm.local_parallel)
+        return slots
+
+    async def _call(
         self,
         name: str,
         cfg: ModelConfig,
