@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -233,40 +234,19 @@ class ModelGateway:
         if scope.budget is not None and (why := scope.budget.exhausted()):
             raise BudgetExceededError(f"{purpose}: {why}", purpose=purpose, model=name)
 
-    async def _once(
-        self,
-        name: str,
-        cfg: ModelConfig,
-        output_type: type[T],
-        prompt: str,
-        instructions: str,
-        purpose: str,
-        scope: CallScope,
-        max_tokens: int | None,
-    ) -> T:
-        slots = self._slots(name, cfg)
-        if slots is None:
-            return await self._call(
-                name, cfg, output_type, prompt, instructions, purpose, scope, max_tokens
-            )
-        async with slots:
-            return await self._call(
-                name, cfg, output_type, prompt, instructions, purpose, scope, max_tokens
-            )
-
-    def _slots(self, name: str, cfg: ModelConfig) -> asyncio.Semaphore | None:
+    def _slot(self, name: str, cfg: ModelConfig) -> AbstractAsyncContextManager[Any]:
         """The embedded model's server decodes ``llm.local_parallel`` requests at a time and
         queues the others: a call waits here for a slot, so that its timeout counts its own
         generation, not the queue (on two slow cores five section calls of a blog post at
         once timed out while queued)."""
         if cfg.provider != "local":
-            return None
+            return nullcontext()
         slots = self._local_slots.get(name)
         if slots is None:
             slots = self._local_slots[name] = asyncio.Semaphore(self.settings.llm.local_parallel)
         return slots
 
-    async def _call(
+    async def _once(
         self,
         name: str,
         cfg: ModelConfig,
@@ -283,7 +263,7 @@ class ModelGateway:
         try:
             model = await self.model(name)
             agent = self._agent(name, output_type)
-            async with asyncio.timeout(cfg.timeout_seconds):
+            async with self._slot(name, cfg), asyncio.timeout(cfg.timeout_seconds):
                 result = await agent.run(
                     prompt,
                     model=model,
