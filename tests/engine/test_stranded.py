@@ -270,10 +270,15 @@ async def test_a_run_whose_recovery_dbos_skipped_is_recovered_by_a_later_round(
     worker = Worker(env, "doomed", tmp_path)
     try:
         task_id = submit(env, tmp_path, SLOW)
+        # (Its start is durable a commit delay later: killed before that, the step's next
+        # run is its first attempt again, which sleeps for a minute.)
         await until(
-            lambda: (ws / f"started-{task_id}-slow").exists(),
+            lambda: (
+                (ws / f"started-{task_id}-slow").exists()
+                and any(r.step_id == "slow" for r in orch.store.step_runs(task_id))
+            ),
             timeout=60,
-            what="the slow step to start in the worker",
+            what="the slow step's start to be recorded in the worker",
         )
         worker.kill9()
     finally:

@@ -3,7 +3,9 @@ every LLM tool producing a sane output, and `orchestrator models test local`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,42 @@ async def test_a_structured_call_returns_valid_data(home: Path) -> None:
     assert isinstance(out, Launch)
     assert out.discount_percent == 25
     assert 1 <= len(out.channels) <= 3
+
+
+def test_one_gateway_serves_two_event_loops_at_once(home: Path) -> None:
+    """The engine runs tasks on the application's event loop and on DBOS's: one gateway's
+    calls from both at once each get an answer (with one HTTP client for both loops, the
+    calls hung)."""
+    gateway = ModelGateway(Settings(home=home))
+    answers: list[str] = []
+    errors: list[BaseException] = []
+
+    async def three() -> None:
+        out = await asyncio.gather(
+            *(
+                gateway.generate(
+                    str,
+                    prompt=f"Say the number {n} in words.",
+                    instructions="Answer in one short line.",
+                    purpose="writer",
+                    max_tokens=8,
+                )
+                for n in range(3)
+            ),
+            return_exceptions=True,
+        )
+        errors.extend(o for o in out if isinstance(o, BaseException))
+        answers.extend(o for o in out if isinstance(o, str))
+
+    threads = [threading.Thread(target=asyncio.run, args=(three(),), daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "calls hung (an old version waited forever)"
+    assert errors == []
+    assert len(answers) == 6
+    assert all(a.strip() for a in answers)
 
 
 async def run(tool: Any, ctx: ToolContext, **args: Any) -> dict[str, Any]:

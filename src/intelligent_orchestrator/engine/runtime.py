@@ -16,6 +16,7 @@ from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
+from ..concurrency import Slots
 from ..domain.models import (
     Approval,
     ApprovalStatus,
@@ -477,9 +478,7 @@ class EngineHost:
             store=self.store,
             registry=self.registry,
             executor_id=self.executor_id,
-            limits=StepLimits(
-                global_steps=asyncio.Semaphore(self.settings.engine.global_concurrency)
-            ),
+            limits=StepLimits(global_steps=Slots(self.settings.engine.global_concurrency)),
             http_transport=self.http_transport,
             gateway=self.gateway,
             planner=self.planner,
@@ -821,13 +820,16 @@ def migrate_system_database(settings: Settings) -> None:
 
 
 def _pending_runs(executor_id: str) -> list[str]:
-    """The workflows of this engine version still pending under ``executor_id``."""
+    """This application's workflows of this engine version still pending under
+    ``executor_id`` (DBOS's recovery picks them by the same three, in a system database other
+    applications may share)."""
     return [
         w.workflow_id
         for w in DBOS.list_workflows(
             status="PENDING",
             executor_id=executor_id,
             app_version=ENGINE_VERSION,
+            application_name=APP_NAME,
             load_input=False,
             load_output=False,
         )

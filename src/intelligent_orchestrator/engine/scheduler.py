@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..concurrency import Slots
 from ..domain.models import (
     Approval,
     ApprovalStatus,
@@ -64,7 +65,8 @@ _TERMINAL_BAD = {StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.REJECTED, Ste
 class StepLimits:
     """State shared by every task this process runs: the global step limit and the live runs."""
 
-    global_steps: asyncio.Semaphore
+    global_steps: Slots
+    """(Runs of this process go on on two event loops: the application's and DBOS's.)"""
     active: dict[str, DagRun] = field(default_factory=dict)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pydantic_ai.exceptions import (
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage
 
+from ..concurrency import Slots
 from ..domain.models import LlmCall
 from ..errors import BudgetExceededError, LlmError, LlmOutputError, LlmUnavailableError
 from ..settings import LOCAL_MODEL, ModelConfig, Settings
@@ -99,10 +101,14 @@ class ModelGateway:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self._models: dict[str, Model] = dict(models or {})
+        self._given: dict[str, Model] = dict(models or {})
+        # Built models, per event loop: their HTTP clients' connections belong to the loop
+        # that opened them (the engine runs tasks on the application's loop and on DBOS's).
+        self._built: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Model]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._agents: dict[tuple[str, Any], Agent[None, Any]] = {}
-        self._lock = asyncio.Lock()
-        self._local_slots: dict[str, asyncio.Semaphore] = {}
+        self._local_slots = Slots(settings.llm.local_parallel)
         self.sink = sink
         self.sleep = sleep
 
@@ -116,13 +122,14 @@ class ModelGateway:
 
     async def model(self, name: str) -> Model:
         """The Pydantic AI model for ``name``, built once (the local one starts its server)."""
-        found = self._models.get(name)
+        found = self._given.get(name)
         if found is not None:
             return found
-        async with self._lock:
-            if name not in self._models:
-                self._models[name] = await asyncio.to_thread(self._build, name)
-        return self._models[name]
+        built = self._built.setdefault(asyncio.get_running_loop(), {})
+        if name not in built:
+            model = await asyncio.to_thread(self._build, name)  # (the server starts once)
+            built.setdefault(name, model)
+        return built[name]
 
     def _build(self, name: str) -> Model:
         cfg = self.config(name)
@@ -234,17 +241,12 @@ class ModelGateway:
         if scope.budget is not None and (why := scope.budget.exhausted()):
             raise BudgetExceededError(f"{purpose}: {why}", purpose=purpose, model=name)
 
-    def _slot(self, name: str, cfg: ModelConfig) -> AbstractAsyncContextManager[Any]:
+    def _slot(self, cfg: ModelConfig) -> AbstractAsyncContextManager[Any]:
         """The embedded model's server decodes ``llm.local_parallel`` requests at a time and
         queues the others: a call waits here for a slot, so that its timeout counts its own
         generation, not the queue (on two slow cores five section calls of a blog post at
-        once timed out while queued)."""
-        if cfg.provider != "local":
-            return nullcontext()
-        slots = self._local_slots.get(name)
-        if slots is None:
-            slots = self._local_slots[name] = asyncio.Semaphore(self.settings.llm.local_parallel)
-        return slots
+        once timed out while queued). One pool for every local model name: one server."""
+        return self._local_slots if cfg.provider == "local" else nullcontext()
 
     async def _once(
         self,
@@ -263,7 +265,7 @@ class ModelGateway:
         try:
             model = await self.model(name)
             agent = self._agent(name, output_type)
-            async with self._slot(name, cfg), asyncio.timeout(cfg.timeout_seconds):
+            async with self._slot(cfg), asyncio.timeout(cfg.timeout_seconds):
                 result = await agent.run(
                     prompt,
                     model=model,

@@ -54,37 +54,50 @@ def assemble_bundled_model(models_dir: Path, *, expected_sha256: str = BUNDLED_S
     """The bundled GGUF in ``models_dir``, assembled and verified on first use.
 
     A verified file carries a stamp (size and mtime) beside it, so later starts skip the hash;
-    a file changed since is hashed again. A wrong hash is an error, never a silent load.
+    a file changed since is hashed again. A wrong hash is an error, never a silent load. One
+    thread of a process assembles at a time (the others then find it done); processes each
+    write their own temporary file and the last rename wins.
     """
     target = models_dir / BUNDLED_FILE
     stamp_file = target.with_suffix(".verified")
-    if target.is_file() and stamp_file.is_file():
+
+    def verified() -> bool:
+        if not (target.is_file() and stamp_file.is_file()):
+            return False
         recorded = json.loads(stamp_file.read_text())
-        if recorded.get("stamp") == _stamp(target) and recorded.get("sha256") == expected_sha256:
+        return recorded.get("stamp") == _stamp(target) and recorded.get("sha256") == expected_sha256
+
+    if verified():
+        return target
+    with _assembling:
+        if verified():
             return target
-    parts = _part_files()
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    digest = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while chunk := src.read(1 << 22):
-                        digest.update(chunk)
-                        out.write(chunk)
-        got = digest.hexdigest()
-        if got != expected_sha256:
-            raise ConfigError(
-                f"the embedded model's checksum is wrong (sha256 {got}, expected "
-                f"{expected_sha256}); reinstall it: {INSTALL_HINT}",
-                setting="models.local",
-            )
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    stamp_file.write_text(json.dumps({"sha256": expected_sha256, "stamp": _stamp(target)}))
+        parts = _part_files()
+        models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        while chunk := src.read(1 << 22):
+                            digest.update(chunk)
+                            out.write(chunk)
+            got = digest.hexdigest()
+            if got != expected_sha256:
+                raise ConfigError(
+                    f"the embedded model's checksum is wrong (sha256 {got}, expected "
+                    f"{expected_sha256}); reinstall it: {INSTALL_HINT}",
+                    setting="models.local",
+                )
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        stamp_file.write_text(json.dumps({"sha256": expected_sha256, "stamp": _stamp(target)}))
     return target
+
+
+_assembling = threading.Lock()
 
 
 def check_gguf(path: Path) -> Path:
