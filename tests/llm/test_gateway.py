@@ -207,6 +207,31 @@ async def test_calls_to_the_embedded_model_wait_for_a_free_slot_outside_their_ti
     assert time.perf_counter() - t0 >= 0.9  # three rounds of 0.3 s: longer than one timeout
 
 
+async def test_a_model_is_built_once_per_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that ask for a model while it is built wait for that build; another event loop
+    (DBOS's, next to the application's) gets a model of its own: an HTTP client's connections
+    belong to the loop that opened them."""
+    gateway = ModelGateway(settings_with(tmp_path))
+    builds: list[str] = []
+    build = gateway._build
+
+    def slow_build(name: str) -> object:
+        builds.append(name)
+        time.sleep(0.05)
+        return build(name)
+
+    monkeypatch.setattr(gateway, "_build", slow_build)
+    here = await asyncio.gather(*(gateway.model("paid") for _ in range(5)))
+    assert builds == ["paid"]
+    assert all(m is here[0] for m in here)
+    assert await gateway.model("paid") is here[0]
+    there = await asyncio.to_thread(asyncio.run, gateway.model("paid"))
+    assert there is not here[0]
+    assert builds == ["paid", "paid"]
+
+
 async def _no_sleep(_: float) -> None:
     return None
 

@@ -71,6 +71,11 @@ def test_the_bundle_is_assembled_verified_and_refused_when_wrong(home: Path) -> 
     assert path.read_bytes()[:4] == b"GGUF"
     again = local_model.assemble_bundled_model(home / "models")  # stamp: no re-hash
     assert again == path
+    stamp = path.with_suffix(".verified")
+    recorded = stamp.read_text()
+    stamp.write_text("")  # (a stamp cut short: read while written, or a full disk)
+    assert local_model.assemble_bundled_model(home / "models") == path  # hashed again
+    assert json.loads(stamp.read_text())["sha256"] == json.loads(recorded)["sha256"]
     with pytest.raises(ConfigError, match="checksum is wrong"):
         local_model.assemble_bundled_model(home / "other", expected_sha256="0" * 64)
     assert not list((home / "other").glob("*.gguf"))  # nothing half-written is left

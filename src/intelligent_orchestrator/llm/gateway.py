@@ -104,9 +104,9 @@ class ModelGateway:
         self._given: dict[str, Model] = dict(models or {})
         # Built models, per event loop: their HTTP clients' connections belong to the loop
         # that opened them (the engine runs tasks on the application's loop and on DBOS's).
-        self._built: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Model]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._built: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[dict[str, Model], asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
         self._agents: dict[tuple[str, Any], Agent[None, Any]] = {}
         self._local_slots = Slots(settings.llm.local_parallel)
         self.sink = sink
@@ -125,11 +125,14 @@ class ModelGateway:
         found = self._given.get(name)
         if found is not None:
             return found
-        built = self._built.setdefault(asyncio.get_running_loop(), {})
-        if name not in built:
-            model = await asyncio.to_thread(self._build, name)  # (the server starts once)
-            built.setdefault(name, model)
-        return built[name]
+        built, lock = self._built.setdefault(asyncio.get_running_loop(), ({}, asyncio.Lock()))
+        found = built.get(name)
+        if found is None:
+            async with lock:  # (one build per loop and name; the server starts once)
+                found = built.get(name)
+                if found is None:
+                    found = built[name] = await asyncio.to_thread(self._build, name)
+        return found
 
     def _build(self, name: str) -> Model:
         cfg = self.config(name)

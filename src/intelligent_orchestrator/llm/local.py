@@ -62,10 +62,14 @@ def assemble_bundled_model(models_dir: Path, *, expected_sha256: str = BUNDLED_S
     stamp_file = target.with_suffix(".verified")
 
     def verified() -> bool:
-        if not (target.is_file() and stamp_file.is_file()):
+        try:
+            recorded = json.loads(stamp_file.read_text())
+            return (
+                recorded.get("stamp") == _stamp(target)
+                and recorded.get("sha256") == expected_sha256
+            )
+        except (OSError, ValueError, AttributeError):  # none yet, or not a stamp: hash again
             return False
-        recorded = json.loads(stamp_file.read_text())
-        return recorded.get("stamp") == _stamp(target) and recorded.get("sha256") == expected_sha256
 
     if verified():
         return target
@@ -93,7 +97,9 @@ def assemble_bundled_model(models_dir: Path, *, expected_sha256: str = BUNDLED_S
             tmp.replace(target)
         finally:
             tmp.unlink(missing_ok=True)
-        stamp_file.write_text(json.dumps({"sha256": expected_sha256, "stamp": _stamp(target)}))
+        stamp_tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
+        stamp_tmp.write_text(json.dumps({"sha256": expected_sha256, "stamp": _stamp(target)}))
+        stamp_tmp.replace(stamp_file)  # (read whole or not at all, by another process too)
     return target
 
 
