@@ -66,7 +66,7 @@ class StepLimits:
     """State shared by every task this process runs: the global step limit and the live runs."""
 
     global_steps: Slots
-    """(Runs of this process go on on two event loops: the application's and DBOS's.)"""
+    """(One limit for the tasks on both of the process's event loops: its own and DBOS's.)"""
     active: dict[str, DagRun] = field(default_factory=dict)
 
 
