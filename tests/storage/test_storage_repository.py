@@ -4,7 +4,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -314,6 +314,42 @@ def test_write_steps_json_artifacts_and_cost(store: Store) -> None:
     store.write_steps("a", [], add_cost=5.0)  # a cost alone is still added
     assert store.get_task("a").total_cost == 7.0
     assert len(store.step_runs("a")) == 1
+
+
+def test_step_rows_keep_every_character_time_and_float(store: Store) -> None:
+    """What a step row carries comes back as written, whatever it holds (on Postgres the rows
+    travel to the server as one JSON document)."""
+    text = 'quote " backslash \\ tab \t newline \n bell \x07 é 東京 🚀 ${x} \\u0041'
+    store.create_task(PLAN, task_id="c")
+    started = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    store.write_steps(
+        "c",
+        [
+            StepUpdate(
+                step_id=f"s-{text[:6]}",
+                tool="noop",
+                status=StepStatus.FAILED,
+                attempt=3,
+                inputs={"k": text, "n": [1, 2.5, None, True], text: {}},
+                output=text,
+                error=text,
+                started_at=started,
+                finished_at=started + timedelta(microseconds=1),
+                duration_ms=float("inf"),
+                cost=1e-9,
+                executor_id=text,
+            )
+        ],
+    )
+    (run,) = store.step_runs("c")
+    assert run.step_id == f"s-{text[:6]}"
+    assert (run.inputs, run.output, run.error) == (
+        {"k": text, "n": [1, 2.5, None, True], text: {}},
+        text,
+        text,
+    )
+    assert (run.started_at, run.finished_at) == (started, started + timedelta(microseconds=1))
+    assert (run.duration_ms, run.cost, run.attempt) == (float("inf"), 1e-9, 3)
 
 
 def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:

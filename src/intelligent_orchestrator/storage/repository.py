@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1636,9 +1637,9 @@ class _StepUpsert:
     The engine's hot path: SQLAlchemy's per-row parameter handling cost about three times the
     database's own work for a 50-row group commit (and held the GIL from the event loop). On
     SQLite the values still go through each column type's own bind processor, so they are
-    stored exactly as a Core insert would store them; on Postgres they travel as one array per
-    column (JSON as text cast to jsonb). A field left None keeps its stored value for inputs,
-    started_at and executor_id.
+    stored exactly as a Core insert would store them; on Postgres they travel as one JSON
+    document, read into typed columns by the server. A field left None keeps its stored value
+    for inputs, started_at and executor_id.
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
@@ -1660,16 +1661,19 @@ class _StepUpsert:
         tail = rest[rest.index(") ON CONFLICT") + 1 :]
         self.postgres = dialect.name == "postgresql"
         if self.postgres:
-            # One statement with one array per column, whatever the number of rows: the query
-            # text stays the same (psycopg parses a long multi-row VALUES text on every call,
-            # and executemany costs server work per row).
-            # Binary parameters (%b): psycopg writes the arrays without formatting each
-            # element as text, and the server does not parse them (about a third of the
-            # statement's time for 50 rows).
-            arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES[c]}" for c in _STEP_COLUMNS)
+            # One statement with one parameter, whatever the number of rows: the rows as one
+            # JSON document, read back into columns by the server (json_to_recordset). The
+            # query text stays the same (psycopg parses a long multi-row VALUES text on every
+            # call, and executemany costs server work per row), and the client's work is one
+            # call of the C JSON encoder (binary arrays, one per column, were dumped element
+            # by element in Python).
+            record = ", ".join(f"{c} {_PG_TYPES[c]}" for c in _STEP_COLUMNS)
             cols = ", ".join(_STEP_COLUMNS)
             # (WHERE true: without it Postgres may read ON CONFLICT's ON as a join's)
-            self.sql = f"{head} SELECT * FROM unnest({arrays}) AS v({cols}) WHERE true{tail}"
+            self.sql = (
+                f"{head} SELECT {cols} FROM json_to_recordset(%s::json) AS v({record})"
+                f" WHERE true{tail}"
+            )
         else:
             self.sql = sql
 
@@ -1677,11 +1681,7 @@ class _StepUpsert:
         cursor = conn.connection.dbapi_connection.cursor()  # pyright: ignore[reportOptionalMemberAccess]  # an open connection has one
         try:
             if self.postgres:
-                columns = [
-                    [_pg_json(r[c]) for r in rows] if c in _JSON_COLUMNS else [r[c] for r in rows]
-                    for c in _STEP_COLUMNS
-                ]
-                cursor.execute(self.sql, columns)
+                cursor.execute(self.sql, [_pg_rows(rows)])
             else:
                 cursor.executemany(
                     self.sql,
@@ -1703,26 +1703,42 @@ _PG_HOLDERS = (
 _SQLITE_HOLDERS = "SELECT task_id, executor_id FROM tasks WHERE task_id IN ({marks})"
 _SQLITE_IN_CHUNK = 500
 
-_JSON_COLUMNS = frozenset({"inputs", "output"})
-_PG_ARRAY_TYPES = {
-    "task_id": "varchar[]",
-    "step_id": "varchar[]",
-    "tool": "varchar[]",
-    "status": "varchar[]",
-    "attempt": "integer[]",
-    "inputs": "text[]::jsonb[]",
-    "output": "text[]::jsonb[]",
-    "error": "text[]",
-    "started_at": "timestamptz[]",
-    "finished_at": "timestamptz[]",
-    "duration_ms": "float8[]",
-    "cost": "float8[]",
-    "executor_id": "varchar[]",
+_PG_TYPES = {
+    "task_id": "varchar",
+    "step_id": "varchar",
+    "tool": "varchar",
+    "status": "varchar",
+    "attempt": "integer",
+    "inputs": "jsonb",
+    "output": "jsonb",
+    "error": "text",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "duration_ms": "float8",
+    "cost": "float8",
+    "executor_id": "varchar",
 }
+_PG_TIMES = ("started_at", "finished_at")
+_PG_FLOATS = ("duration_ms", "cost")
 
 
-def _pg_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+def _pg_rows(rows: list[dict[str, Any]]) -> str:
+    """Step rows as the JSON document the Postgres upsert reads (times in ISO 8601 with their
+    offset; a JSON null is SQL NULL)."""
+    doc = []
+    for r in rows:
+        r = {**r, **{c: None if r[c] is None else r[c].isoformat() for c in _PG_TIMES}}
+        doc.append(r)
+    try:
+        return json.dumps(doc, allow_nan=False)
+    except ValueError:
+        # (A float JSON has no literal for: Postgres reads its name. Inside inputs or output
+        # it stays NaN, which jsonb refuses, as before.)
+        for r in doc:
+            for c in _PG_FLOATS:
+                if r[c] is not None and not math.isfinite(r[c]):
+                    r[c] = str(r[c])
+        return json.dumps(doc)
 
 
 def commit_outcome_unknown(exc: BaseException) -> bool:
