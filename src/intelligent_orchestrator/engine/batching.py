@@ -42,11 +42,11 @@ class Coalescer(Generic[T, R]):
     result (or exception) per item.
 
     A call waits ``linger`` event-loop turns for others to join it (callers woken by the same
-    event submit within a few turns), and up to ``busy_linger`` more (and 2 ms) while the loop
-    has other work ready (so that work, e.g. the steps a run just launched, is not slowed by
-    the call's thread taking the GIL); while one call is in flight, the next items gather for the one
-    after, so a burst makes a few large calls and a lone item costs a few turns. An exception
-    raised by ``handle`` itself fails every item of that call.
+    event submit within a few turns), and up to ``busy_linger`` more (and ``busy_seconds``)
+    while the loop has other work ready (so that work, e.g. the steps a run just launched, is
+    not slowed by the call's thread taking the GIL); while one call is in flight, the next items
+    gather for the one after, so a burst makes a few large calls and a lone item costs a few
+    turns. An exception raised by ``handle`` itself fails every item of that call.
     """
 
     def __init__(
@@ -55,11 +55,13 @@ class Coalescer(Generic[T, R]):
         *,
         linger: int = 4,
         busy_linger: int = 0,
+        busy_seconds: float = _BUSY_LINGER_SECONDS,
         name: str = "coalescer",
     ) -> None:
         self._handle = handle
         self._linger = linger
         self._busy_linger = busy_linger
+        self._busy_seconds = busy_seconds
         self._name = name
         self._pending: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, list[tuple[T, asyncio.Future[R]]]
@@ -96,7 +98,7 @@ class Coalescer(Generic[T, R]):
                 loop,
                 turns=self._linger,
                 busy_turns=self._busy_linger,
-                busy_seconds=_BUSY_LINGER_SECONDS,
+                busy_seconds=self._busy_seconds,
             )
             batch = self._pending.pop(loop, [])
             if not batch:
