@@ -420,3 +420,61 @@ async def test_a_short_piece_is_one_call(ctx: ToolContext) -> None:
     )
     assert len(script.prompts) == 1
     assert out["body"] == "Garden chairs are cheaper this week."
+
+
+async def test_a_draft_far_longer_than_asked_is_shortened_once(ctx: ToolContext) -> None:
+    """A small model asked for 80 words now and then writes 160: a second call rewrites it to
+    the length, and the shorter of the two is kept."""
+    long = " ".join(["Big sale!"] * 80)  # 160 words, within the first call's 900 characters
+    short = "Spring sale: garden chairs and tables 25% off until Sunday. #garden #sale"
+    script = scripted({"title": "Sale", "body": long}, {"title": "Spring sale", "body": short})
+    out = await run(
+        write_content, with_model(ctx, script), kind="social_post", brief="sale", length_words=80
+    )
+    assert (out["title"], out["body"], out["word_count"]) == ("Spring sale", short, 12)
+    assert len(script.prompts) == 2
+    assert "Shorten this social post to at most 80 words" in script.prompts[1]
+    assert long in script.prompts[1]
+
+    # A rewrite that is no shorter is dropped, and so is one that never fits its cap (the
+    # draft stands, judged as it is); a draft within half again the length is kept as it is,
+    # in one call.
+    no_shorter = " ".join(["Go!"] * 161)
+    script = scripted({"title": "Sale", "body": long}, {"title": "Sale", "body": no_shorter})
+    out = await run(
+        write_content, with_model(ctx, script), kind="social_post", brief="sale", length_words=80
+    )
+    assert (out["body"], len(script.prompts)) == (long, 2)
+    script = scripted({"title": "Sale", "body": long}, {"title": "Sale", "body": "x " * 500})
+    out = await run(
+        write_content, with_model(ctx, script), kind="social_post", brief="sale", length_words=80
+    )
+    assert out["body"] == long
+    assert len(script.prompts) > 2  # (the rewrite was asked again, then given up)
+    script = scripted({"title": "Sale", "body": long})
+    out = await run(
+        write_content, with_model(ctx, script), kind="social_post", brief="sale", length_words=110
+    )
+    assert (out["word_count"], len(script.prompts)) == (160, 1)
+
+
+async def test_the_rewrite_is_capped_below_the_first_draft(ctx: ToolContext) -> None:
+    schemas: list[dict[str, Any]] = []
+    long = " ".join(["wd"] * 200)
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        output = info.model_request_parameters.output_object
+        assert output is not None
+        schemas.append(output.json_schema)
+        body = long if len(schemas) == 1 else "A short post."
+        return ModelResponse(parts=[TextPart(json.dumps({"title": "Sale", "body": body}))])
+
+    gateway = ModelGateway(
+        Settings(home=ctx.workspace.parent / "home"), models={"local": FunctionModel(answer)}
+    )
+    ctx.llm = BoundLlm(gateway, CallScope(task_id=ctx.task_id, step_id=ctx.step_id))
+    out = await run(write_content, ctx, kind="social_post", brief="sale", length_words=80)
+    assert out["body"] == "A short post."
+    first, rewrite = (s["properties"]["body"] for s in schemas)
+    assert (first["minLength"], first["maxLength"]) == (100, 900)
+    assert (rewrite["minLength"], rewrite["maxLength"]) == (160, 780)

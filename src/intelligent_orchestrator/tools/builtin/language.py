@@ -13,6 +13,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import re
 from typing import Annotated, Any, Literal
 
@@ -20,10 +21,12 @@ import jsonschema
 from pydantic import BaseModel, Field, create_model
 from pydantic_ai import StructuredDict
 
-from intelligent_orchestrator.errors import ToolInputError
+from intelligent_orchestrator.errors import LlmOutputError, ToolInputError
 from intelligent_orchestrator.tools.spec import ToolContext, tool
 
 from .knowledge import Bm25, knowledge_passages, workspace_text
+
+logger = logging.getLogger(__name__)
 
 LLM_TIMEOUT = 600.0  # the embedded model writes ~50 tokens/s on two cores
 MAX_PROMPT_CHARS = 12_000
@@ -292,6 +295,37 @@ def _section_type(max_chars: int) -> type[_Section]:
     return create_model("_Section", __base__=_Section, text=(str, Field(max_length=max_chars)))
 
 
+SHORTEN_ABOVE = 1.5
+"""A one-call draft this many times longer than asked is shortened in a second call: a small
+model asked for 80 words now and then writes 160, and a refinement round that says so does not
+change its habit (the README's main job parked twice for a LinkedIn teaser twice too long)."""
+
+
+async def _shorten(ctx: ToolContext, draft: _Draft, kind: str, length_words: int) -> _Draft:
+    """The draft rewritten to about ``length_words`` (the shorter of the two is kept). The
+    rewrite's cap (~6.5 characters a word, half again the length) leaves room to finish a
+    sentence: cut off by the grammar, a text would end mid-word. A rewrite that does not fit
+    at all leaves the draft as it was."""
+    try:
+        shorter = await ctx.require_llm().generate(
+            _draft_type(int(length_words * SHORTEN_ABOVE * 6.5), length_words * 2),
+            purpose="writer",
+            instructions=WRITER_INSTRUCTIONS,
+            prompt=(
+                f"Shorten this {kind.replace('_', ' ')} to at most {length_words} words. Keep "
+                "its opening hook, the key facts, the source citations [n] and any hashtags; "
+                f"drop the rest and do not add anything.\n\nTitle: {draft.title}\n\n{draft.body}"
+            ),
+            max_tokens=int(length_words * SHORTEN_ABOVE) * 4 + 200,
+        )
+    except LlmOutputError as exc:  # (no rewrite that fits: the draft stands, judged as it is)
+        logger.info("shortening the draft failed, keeping it: %s", exc)
+        return draft
+    if not shorter.body.strip() or _words(shorter.body) >= _words(draft.body):
+        return draft
+    return _Draft(title=shorter.title.strip() or draft.title, body=shorter.body)
+
+
 async def _write_in_sections(ctx: ToolContext, prompt: str, length_words: int) -> _Draft:
     llm = ctx.require_llm()
     n = max(2, min(6, round(length_words / SECTION_WORDS)))
@@ -372,6 +406,8 @@ async def write_content(
             prompt=prompt,
             max_tokens=high * 4 + 200,
         )
+        if _words(draft.body) > length_words * SHORTEN_ABOVE:
+            draft = await _shorten(ctx, draft, kind, length_words)
     body = draft.body.strip()
     return ContentOutput(
         kind=kind,
