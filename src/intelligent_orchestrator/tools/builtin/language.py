@@ -298,7 +298,8 @@ def _section_type(max_chars: int) -> type[_Section]:
 SHORTEN_ABOVE = 1.5
 """A one-call draft this many times longer than asked is shortened in a second call: a small
 model asked for 80 words now and then writes 160, and a refinement round that says so does not
-change its habit (the README's main job parked twice for a LinkedIn teaser twice too long)."""
+change its habit (the README's main job once parked for review with a 161-word LinkedIn
+teaser, rewritten twice at that length)."""
 
 
 async def _shorten(ctx: ToolContext, draft: _Draft, kind: str, length_words: int) -> _Draft:
