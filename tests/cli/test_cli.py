@@ -33,7 +33,8 @@ def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) ->
     commentary = steps["commentary"]["output"]
     assert commentary["word_count"] > 10
     assert commentary["body"] in report
-    assert result["llm"]["calls"] == 1
+    # One call, and a second when the draft ran past 1.5 times its 80 words (it is shortened)
+    assert result["llm"]["calls"] in (1, 2)
     pngs = [a for a in result["artifacts"] if a["media_type"] == "image/png"]
     assert len(pngs) == 2
     assert all((ws / a["path"]).read_bytes().startswith(b"\x89PNG") for a in pngs)
