@@ -5,6 +5,7 @@ in one transaction — and one item's failure stays its own."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -230,6 +231,30 @@ async def test_coalescer_with_busy_linger_waits_for_the_work_ready_on_the_loop()
         assert await asyncio.wait_for(c.submit(2), 10) == 2
     finally:
         spinning.cancel()
+
+
+async def test_coalescer_busy_linger_is_bounded_in_time_by_busy_seconds() -> None:
+    """The launcher lingers up to 10 ms while the loop is busy (launching a wide fan-out's
+    steps takes that long on a slow VM); a coalescer with a shorter bound calls sooner."""
+    turns: list[str] = []
+
+    async def slow_work() -> None:  # 20 turns of 2 ms each: 40 ms of a busy loop
+        for i in range(20):
+            turns.append(f"work {i}")
+            time.sleep(0.002)  # noqa: ASYNC251  (a turn that keeps the loop busy)
+            await asyncio.sleep(0)
+
+    async def handle(items: list[int]) -> list[int]:
+        turns.append("call")
+        return items
+
+    for busy_seconds, waited in ((1.0, True), (0.005, False)):
+        turns.clear()
+        c: Coalescer[int, int] = Coalescer(handle, busy_linger=256, busy_seconds=busy_seconds)
+        work = asyncio.create_task(slow_work())
+        assert await c.submit(1) == 1
+        await work
+        assert (turns.index("call") >= 20) is waited, (busy_seconds, turns)
 
 
 def test_a_batch_stopped_with_its_process_is_resumed_when_the_executor_restarts(
