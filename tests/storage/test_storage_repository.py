@@ -33,6 +33,7 @@ from intelligent_orchestrator.storage import (
     Store,
     TaskUpdate,
     Written,
+    commit_outcome_unknown,
     create_engine,
     upgrade,
     utcnow,
@@ -488,6 +489,92 @@ def test_a_batch_of_an_executor_that_no_longer_holds_its_task_is_not_written(
     assert store.get_task("kept").total_cost == 2.0
 
 
+def test_a_commit_of_step_rows_and_task_ends_only(store: Store) -> None:
+    """The journal's usual commit (no new task, artifact, effect or cost: on Postgres it runs
+    on the driver's connection): rows upserted, task ends applied to running tasks only, a
+    batch of an executor that no longer holds its task refused, in one transaction."""
+    for t in ("done", "failed", "cancelled", "moved"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+    store.update_task("cancelled", status=TaskStatus.CANCELLED)
+    store.claim_task("moved", executor_id="ex-2")
+    finished = utcnow()
+
+    def batch(task_id: str, status: TaskStatus, **fields: Any) -> StepBatch:
+        return StepBatch(
+            task_id=task_id,
+            executor_id="ex-1",
+            updates=[
+                StepUpdate(
+                    step_id="load",
+                    tool="noop",
+                    status=StepStatus.RUNNING,
+                    attempt=1,
+                    inputs={"q": 'a "quoted" ✓'},
+                    started_at=finished,
+                ),
+                StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=[1]),
+            ],
+            task=TaskUpdate(status=status, fields={"finished_at": finished, **fields}),
+        )
+
+    assert store.write_batch(
+        [
+            batch("done", TaskStatus.SUCCEEDED),
+            batch("failed", TaskStatus.FAILED, error="step 'load' failed", failed_step="load"),
+            batch("cancelled", TaskStatus.SUCCEEDED),
+            batch("moved", TaskStatus.SUCCEEDED),
+            StepBatch(task_id="done", updates=[]),  # (nothing of its own)
+        ]
+    ) == [Written.APPLIED, Written.APPLIED, Written.WRITTEN, Written.NOT_OWNER, Written.WRITTEN]
+    done, failed = store.get_task("done"), store.get_task("failed")
+    assert (done.status, done.error) == (TaskStatus.SUCCEEDED, None)
+    assert done.finished_at is not None
+    assert abs(done.finished_at - finished) < timedelta(milliseconds=1)
+    assert (failed.status, failed.error, failed.failed_step) == (
+        TaskStatus.FAILED,
+        "step 'load' failed",
+        "load",
+    )
+    assert store.get_task("cancelled").status is TaskStatus.CANCELLED
+    assert store.get_task("moved").status is TaskStatus.RUNNING
+    assert store.step_runs("moved") == []
+    for t in ("done", "failed", "cancelled"):
+        (run,) = store.step_runs(t)
+        assert (run.status, run.inputs, run.output) == (
+            StepStatus.SUCCEEDED,
+            {"q": 'a "quoted" ✓'},
+            [1],
+        )
+
+
+def test_a_failed_step_commit_raises_sqlalchemys_error_and_marks_a_lost_connection(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever path a commit takes, a driver error comes out as SQLAlchemy's (callers tell
+    a refused row from a lost connection by it) and the next commit works."""
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+    with pytest.raises(sa.exc.IntegrityError) as refused:  # a step of no task
+        store.write_batch([StepBatch(task_id="ghost", updates=[update])])
+    assert not commit_outcome_unknown(refused.value)
+    if backend == "postgres":
+        upsert = store._upsert_steps.run
+
+        def lost(cursor: Any, rows: list[dict[str, Any]]) -> None:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # the server goes
+            upsert(cursor, rows)
+
+        monkeypatch.setattr(store._upsert_steps, "run", lost)
+        with pytest.raises(sa.exc.DBAPIError) as gone:
+            store.write_batch([StepBatch(task_id="t", executor_id="ex-1", updates=[update])])
+        assert commit_outcome_unknown(gone.value)
+        monkeypatch.undo()
+    assert store.write_batch([StepBatch(task_id="t", executor_id="ex-1", updates=[update])]) == [
+        Written.WRITTEN
+    ]
+    assert [r.output for r in store.step_runs("t")] == [1]
+
+
 def test_stopped_among_names_the_cancelled_and_the_taken_over(store: Store) -> None:
     for t in ("mine", "gone", "moved", "dropped"):
         store.create_task(PLAN, task_id=t, executor_id="ex-1")
@@ -512,8 +599,8 @@ def test_a_claim_waits_for_a_commit_of_the_tasks_holder(
     inside, release = threading.Event(), threading.Event()
     upsert = store._upsert_steps.run
 
-    def held(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        upsert(conn, rows)
+    def held(cursor: Any, rows: list[dict[str, Any]]) -> None:
+        upsert(cursor, rows)
         inside.set()
         release.wait(10)
 
