@@ -142,7 +142,8 @@ def new_task_values(
     phase: PipelinePhase | None = None,
     executor_id: str | None = None,
 ) -> dict[str, Any]:
-    """The row of a new task (queued; with ``executor_id``, running on that executor)."""
+    """The row of a new task (queued; with ``executor_id``, running on that executor). Its
+    ``plan`` is the model itself, dumped to JSON when the row is inserted (``_task_row``)."""
     now = utcnow()
     return {
         "task_id": task_id or uuid.uuid4().hex,
@@ -152,7 +153,7 @@ def new_task_values(
         "started_at": now if executor_id else None,
         "request": request,
         "user_id": user_id,
-        "plan": plan.model_dump(mode="json"),
+        "plan": plan,
         "auto_approve": auto_approve,
         "phase": phase.value if phase is not None else None,
         "created_at": now,
@@ -162,6 +163,13 @@ def new_task_values(
         "round": 0,
         "needs_human": False,
     }
+
+
+def _task_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A row made by :func:`new_task_values` as inserted: the plan as JSON. (Dumped here, in
+    the commit's thread, not when the task is submitted: for a 52-step plan that is 0.15 ms of
+    the event loop before the task's first steps could start.)"""
+    return {**values, "plan": values["plan"].model_dump(mode="json")}
 
 
 def new_task(values: Mapping[str, Any], plan: ExecutionPlan) -> Task:
@@ -312,9 +320,10 @@ class Store:
             phase=phase,
             executor_id=executor_id,
         )
+        row = _task_row(values)
         with self.engine.begin() as conn:  # Core: a task is created per run (the hot path)
-            conn.execute(self._insert_task, values)
-        return _task(TaskRow(**values))
+            conn.execute(self._insert_task, row)
+        return _task(TaskRow(**row))
 
     def get_task(self, task_id: str) -> Task:
         with self.read() as s:
@@ -566,7 +575,7 @@ class Store:
         on Postgres with the task rows locked, in the same transaction: a claim by another
         executor waits for this commit, or this commit sees it).
         """
-        creates = [b.create for b in batches if b.create is not None]
+        creates = [_task_row(b.create) for b in batches if b.create is not None]
         if (
             not any(
                 b.updates or b.artifacts or b.effects_done or b.add_cost or b.task for b in batches
