@@ -95,6 +95,49 @@ async def test_a_task_ends_in_the_same_commit_as_its_last_steps(
         assert mine_steps == [StepStatus.RUNNING, StepStatus.SUCCEEDED], sid
 
 
+async def test_pure_steps_start_before_their_running_rows_are_handed_over(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch's RUNNING rows wait one turn of the event loop, in which the launched pure
+    steps start (the last of a wide fan-out starts sooner); the rows are still handed over
+    before the steps' ends, and a side effect's launch still waits for them (see above)."""
+    handed: list[tuple[str, StepStatus]] = []
+    seen_at_start: dict[str, list[tuple[str, StepStatus]]] = {}
+    write = StepJournal.write
+
+    def spy(self: StepJournal, batch: StepBatch) -> asyncio.Future[bool]:
+        handed.extend((u.step_id, u.status) for u in batch.updates)
+        return write(self, batch)
+
+    monkeypatch.setattr(StepJournal, "write", spy)
+
+    @tool("start_probe", category="test")
+    async def start_probe(ctx: ToolContext, value: int) -> dict[str, int]:
+        """Notes what had been handed to the journal when it started."""
+        seen_at_start[ctx.step_id] = list(handed)
+        await asyncio.sleep(0.01)
+        return {"value": value}
+
+    orch.registry.register(start_probe)
+    task = await orch.submit(
+        plan(
+            {"id": "a", "tool": "noop", "inputs": {"value": 1}},
+            *(
+                {"id": f"w{i}", "tool": "start_probe", "inputs": {"value": i}, "depends_on": ["a"]}
+                for i in range(5)
+            ),
+        )
+    )
+    result = await orch.wait(task.task_id, timeout=60)
+    assert result.task.status is TaskStatus.SUCCEEDED
+    for i in range(5):
+        sid = f"w{i}"
+        assert (sid, StepStatus.RUNNING) not in seen_at_start[sid]
+        assert ("a", StepStatus.SUCCEEDED) not in seen_at_start[sid]  # (in the same write)
+        mine = [st for s, st in handed if s == sid]
+        assert mine == [StepStatus.RUNNING, StepStatus.SUCCEEDED], sid
+
+
 async def test_a_failed_write_fails_only_its_own_task(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
