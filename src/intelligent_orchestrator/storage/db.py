@@ -126,6 +126,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         pool_size=kwargs.pop("pool_size", 10),
         max_overflow=kwargs.pop("max_overflow", 20),
         pool_pre_ping=True,
+        pool_use_lifo=True,
         **kwargs,
     )
 
