@@ -575,6 +575,48 @@ def test_a_failed_step_commit_raises_sqlalchemys_error_and_marks_a_lost_connecti
     assert [r.output for r in store.step_runs("t")] == [1]
 
 
+def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prepares_none(
+    settings: Settings, backend: str
+) -> None:
+    """On Postgres the holders check, the step upsert and the task end are server-side
+    prepared at their first use on a connection; a connection set to prepare nothing (for a
+    transaction-pooling PgBouncer) prepares none of them."""
+    if backend != "postgres":
+        pytest.skip("prepared statements are Postgres's")
+    for threshold, expected in ((5, 3), (None, 0)):
+        engine = create_engine(
+            settings.app_database_url,
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"prepare_threshold": threshold},
+        )
+        try:
+            upgrade(engine)
+            store = Store(engine)
+            store.create_task(PLAN, task_id="t", executor_id="ex-1")
+            update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED)
+            end = TaskUpdate(status=TaskStatus.SUCCEEDED, fields={"finished_at": utcnow()})
+            assert store.write_batch(
+                [StepBatch(task_id="t", executor_id="ex-1", updates=[update], task=end)]
+            ) == [Written.APPLIED]
+            with engine.connect() as conn:  # (the pool's one connection)
+                prepared = (
+                    conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")
+                    .scalars()
+                    .all()
+                )
+            mine = [
+                p
+                for p in prepared
+                if "FOR SHARE" in p or "INSERT INTO step_runs" in p or "UPDATE tasks" in p
+            ]
+            assert len(mine) == expected, (threshold, prepared)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM tasks")
+        finally:
+            engine.dispose()
+
+
 def test_stopped_among_names_the_cancelled_and_the_taken_over(store: Store) -> None:
     for t in ("mine", "gone", "moved", "dropped"):
         store.create_task(PLAN, task_id=t, executor_id="ex-1")

@@ -634,7 +634,7 @@ class Store:
         bench/README). The statements are the same.
         """
         raw = self.engine.raw_connection()
-        cursor = raw.cursor()
+        cursor: Any = raw.cursor()  # (psycopg's: execute takes prepare=)
         try:
             with self._sqlalchemy_errors(raw):
                 owned = _holders_ok(cursor, True, [(b.task_id, b.executor_id) for b in batches])
@@ -654,7 +654,9 @@ class Store:
                     done = False
                     if b.task is not None:
                         stmt = self._pg_task_end(tuple(sorted(b.task.fields)))
-                        cursor.execute(stmt.sql, stmt.params(_task_end_params(b)))
+                        cursor.execute(
+                            stmt.sql, stmt.params(_task_end_params(b)), prepare=_prepare(cursor)
+                        )
                         done = cursor.rowcount > 0
                     results.append(Written.APPLIED if done else Written.WRITTEN)
                 raw.commit()
@@ -1738,7 +1740,7 @@ class _StepUpsert:
     def run(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
         """Upsert ``rows`` (one per step: ``_last_per_step``) on a driver's cursor."""
         if self.postgres:
-            cursor.execute(self.sql, [_pg_rows(rows)])
+            cursor.execute(self.sql, [_pg_rows(rows)], prepare=_prepare(cursor))
         else:
             cursor.executemany(
                 self.sql,
@@ -1795,7 +1797,7 @@ def _holders_ok(cursor: Any, postgres: bool, runs: Sequence[tuple[str, str | Non
         return [True] * len(runs)
     holders: dict[str, str | None] = {}
     if postgres:
-        cursor.execute(_PG_HOLDERS, [ids])
+        cursor.execute(_PG_HOLDERS, [ids], prepare=_prepare(cursor))
         holders.update(cursor.fetchall())
     else:
         for i in range(0, len(ids), _SQLITE_IN_CHUNK):
@@ -1804,6 +1806,15 @@ def _holders_ok(cursor: Any, postgres: bool, runs: Sequence[tuple[str, str | Non
             cursor.execute(_SQLITE_HOLDERS.format(marks=marks), chunk)
             holders.update(cursor.fetchall())
     return [executor is None or holders.get(task_id) == executor for task_id, executor in runs]
+
+
+def _prepare(cursor: Any) -> bool | None:
+    """psycopg's ``prepare`` for the journal's statements: a server-side prepared statement
+    from their first use on a connection (not the fifth: a pool's connections rarely reach it
+    soon), unless the connection prepares nothing (``prepare_threshold=None``, e.g. behind a
+    transaction-pooling PgBouncer). Parsing and planning the three cost about 0.4 ms of the
+    server's 1.5 ms for a fan-out's final commit (``log_min_duration_statement``)."""
+    return None if cursor.connection.prepare_threshold is None else True
 
 
 def _task_end_params(b: StepBatch) -> dict[str, Any]:
