@@ -351,6 +351,22 @@ def test_step_rows_keep_every_character_time_and_float(store: Store) -> None:
     )
     assert (run.started_at, run.finished_at) == (started, started + timedelta(microseconds=1))
     assert (run.duration_ms, run.cost, run.attempt) == (float("inf"), 1e-9, 3)
+    # an integer wider than 64 bits (orjson's limit: the document is written another way)
+    wide = StepUpdate(
+        step_id="wide",
+        tool="noop",
+        status=StepStatus.SUCCEEDED,
+        output=[2**70, -(2**64), 1.5],
+        started_at=started,
+        duration_ms=float("-inf"),
+    )
+    store.write_steps("c", [wide])
+    (w,) = [r for r in store.step_runs("c") if r.step_id == "wide"]
+    assert (w.output, w.started_at, w.duration_ms) == (
+        [2**70, -(2**64), 1.5],
+        started,
+        float("-inf"),
+    )
 
 
 def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast, overload
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -1855,21 +1856,29 @@ _PG_FLOATS = ("duration_ms", "cost")
 
 def _pg_rows(rows: list[dict[str, Any]]) -> str:
     """Step rows as the JSON document the Postgres upsert reads (times in ISO 8601 with their
-    offset; a JSON null is SQL NULL)."""
-    doc = []
-    for r in rows:
-        r = {**r, **{c: None if r[c] is None else r[c].isoformat() for c in _PG_TIMES}}
-        doc.append(r)
+    offset; a JSON null is SQL NULL).
+
+    orjson writes a fan-out's 52 rows in 16 µs, the standard library in 190 (plus 90 for
+    turning the times into text first): on the critical path of the task's end. A float that
+    JSON has no literal for goes as its name, which float8 reads. (Inside inputs and outputs
+    there is none: tools' results pass through pydantic's JSON mode, which makes them null.)
+    """
+    doc = rows
+    if any(r[c] is not None and not math.isfinite(r[c]) for r in rows for c in _PG_FLOATS):
+        doc = [{**r, **{c: _float_text(r[c]) for c in _PG_FLOATS}} for r in rows]
     try:
-        return json.dumps(doc, allow_nan=False)
-    except ValueError:
-        # (A float JSON has no literal for: Postgres reads its name. Inside inputs or output
-        # it stays NaN, which jsonb refuses, as before.)
-        for r in doc:
-            for c in _PG_FLOATS:
-                if r[c] is not None and not math.isfinite(r[c]):
-                    r[c] = str(r[c])
-        return json.dumps(doc)
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # (e.g. an integer wider than 64 bits)
+        return json.dumps(
+            [
+                {**r, **{c: None if r[c] is None else r[c].isoformat() for c in _PG_TIMES}}
+                for r in doc
+            ]
+        )
+
+
+def _float_text(value: float | None) -> float | str | None:
+    return value if value is None or math.isfinite(value) else str(value)
 
 
 def commit_outcome_unknown(exc: BaseException) -> bool:
