@@ -24,16 +24,27 @@ def _busy(loop: asyncio.AbstractEventLoop) -> bool:
     return bool(ready)
 
 
-async def linger(
+def linger(
     loop: asyncio.AbstractEventLoop, *, turns: int, busy_turns: int, busy_seconds: float
-) -> None:
+) -> asyncio.Future[None]:
     """Let ``turns`` event-loop turns pass, then up to ``busy_turns`` more while the loop has
     other work ready, ``busy_seconds`` at most from the start (under load a turn is long)."""
     until = loop.time() + busy_seconds
-    for turn in range(turns + busy_turns):
-        if turn >= turns and (not _busy(loop) or loop.time() > until):
+    done: asyncio.Future[None] = loop.create_future()
+    turn = 0  # the turns passed when the waiter wakes, one turn after ``done`` resolves
+
+    def tick() -> None:
+        nonlocal turn
+        if done.done():  # (the waiter gave up)
             return
-        await asyncio.sleep(0)
+        turn += 1
+        if turn >= turns and (turn >= turns + busy_turns or not _busy(loop) or loop.time() > until):
+            done.set_result(None)
+        else:
+            loop.call_soon(tick)
+
+    tick()
+    return done
 
 
 class Coalescer(Generic[T, R]):
