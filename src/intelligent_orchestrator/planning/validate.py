@@ -41,7 +41,7 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
             elif dep not in known:
                 problems.append(f"step {step.id!r} depends on unknown step {dep!r}")
         refs = list(find_references(step.inputs))
-        deps[step.id] = step_dependencies(step)
+        deps[step.id] = set(step.depends_on) | {r.step for r in refs}  # (step.dependencies)
         for ref in refs:
             if ref.step == step.id:
                 problems.append(f"step {step.id!r}: {ref} refers to the step's own output")
