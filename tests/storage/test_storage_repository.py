@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -39,6 +40,7 @@ from intelligent_orchestrator.storage import (
     utcnow,
 )
 from intelligent_orchestrator.storage import db as storage_db
+from tests.conftest import PG_ADMIN
 
 T = TypeVar("T")
 
@@ -631,6 +633,42 @@ def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prep
                 conn.exec_driver_sql("DELETE FROM tasks")
         finally:
             engine.dispose()
+
+
+def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
+    store: Store, backend: str
+) -> None:
+    """On Postgres a journal commit reuses the last one's connection (no checkout, no
+    pre-ping); if the server dropped it meanwhile, the commit is written on a new connection,
+    once."""
+    if backend != "postgres":
+        pytest.skip("the kept connection is the Postgres path's")
+    checkouts: list[object] = []
+    sa.event.listen(store.engine, "checkout", lambda *a: checkouts.append(a[0]))
+    for t in ("a", "b", "c"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+
+    def commit(task_id: str) -> list[Written]:
+        update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+        end = TaskUpdate(status=TaskStatus.SUCCEEDED, fields={"finished_at": utcnow()})
+        return store.write_batch(
+            [StepBatch(task_id=task_id, executor_id="ex-1", updates=[update], task=end)]
+        )
+
+    assert commit("a") == [Written.APPLIED]
+    before = len(checkouts)
+    assert commit("b") == [Written.APPLIED]
+    assert len(checkouts) == before  # the kept connection: not checked out again
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:  # (the server drops them all)
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [store.engine.url.database],
+        )
+    assert commit("c") == [Written.APPLIED]  # on a new connection
+    assert len(checkouts) == before + 1
+    c = store.get_task("c")
+    assert c.status is TaskStatus.SUCCEEDED
+    assert [(r.step_id, r.output) for r in store.step_runs("c")] == [("load", 1)]
 
 
 def test_stopped_among_names_the_cancelled_and_the_taken_over(store: Store) -> None:
