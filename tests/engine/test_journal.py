@@ -14,7 +14,7 @@ from intelligent_orchestrator.engine.journal import JournalWriteError, StepJourn
 from intelligent_orchestrator.engine.runtime import Claim
 from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
-from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store, TaskUpdate
+from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store, TaskUpdate, repository
 from intelligent_orchestrator.tools.registry import ToolRegistry
 from intelligent_orchestrator.tools.spec import ToolContext, tool
 from tests.conftest import make_settings
@@ -136,6 +136,33 @@ async def test_pure_steps_start_before_their_running_rows_are_handed_over(
         assert ("a", StepStatus.SUCCEEDED) not in seen_at_start[sid]  # (in the same write)
         mine = [st for s, st in handed if s == sid]
         assert mine == [StepStatus.RUNNING, StepStatus.SUCCEEDED], sid
+
+
+async def test_task_ends_use_statements_built_when_the_engine_started(
+    orch: Orchestrator, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Postgres the journal's task-end statements are compiled when the engine starts
+    (Store.prepare), not in a task's final commit: a task that succeeds, one whose step fails
+    and one parked for approval compile none."""
+    if backend != "postgres":
+        pytest.skip("the driver statements are the Postgres path's")
+    compiled: list[object] = []
+    real = repository._DriverStatement.__init__
+
+    def counting(self: object, *a: Any, **k: Any) -> None:
+        compiled.append(a)
+        real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repository._DriverStatement, "__init__", counting)
+    ok = await orch.submit(plan({"id": "a", "tool": "noop", "inputs": {"value": 1}}))
+    bad = await orch.submit(plan({"id": "a", "tool": "fail", "inputs": {}}))
+    parked = await orch.submit(
+        plan({"id": "send", "tool": "deliver", "inputs": {"message": "hi"}})  # (needs approval)
+    )
+    assert (await orch.wait(ok.task_id, timeout=60)).task.status is TaskStatus.SUCCEEDED
+    assert (await orch.wait(bad.task_id, timeout=60)).task.status is TaskStatus.FAILED
+    assert (await orch.settled(parked.task_id)) is TaskStatus.AWAITING_APPROVAL
+    assert compiled == []
 
 
 async def test_a_failed_write_fails_only_its_own_task(

@@ -519,6 +519,7 @@ class EngineHost:
         )
         await self.maintain()
         await asyncio.to_thread(self.registry.prepare)
+        await asyncio.to_thread(self.store.prepare)
         # What exists now (modules, DBOS, pools, the registry) lives as long as the engine:
         # the cyclic garbage collector stops scanning it. A full collection of those ~190,000
         # objects stopped the event loop for ~130 ms, about once a second of busy running

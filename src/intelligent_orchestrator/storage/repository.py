@@ -715,6 +715,13 @@ class Store:
             self._kept.append(raw)
             return True
 
+    def prepare(self) -> None:
+        """Build the journal's statements for the usual task ends now (an engine calls this
+        at start): compiling one cost 0.43 ms of the first task's final commit."""
+        if self._upsert_steps.postgres:
+            for fields in _USUAL_TASK_ENDS:
+                self._pg_task_end(fields)
+
     def _pg_task_end(self, fields: tuple[str, ...]) -> _DriverStatement:
         """``_task_end(fields)`` compiled for the driver."""
         stmt = self._pg_task_ends.get(fields)
@@ -1877,6 +1884,15 @@ def _task_end_params(b: StepBatch) -> dict[str, Any]:
         **{f"t_{k}": v for k, v in b.task.fields.items()},
     }
 
+
+_USUAL_TASK_ENDS = (
+    (),  # parked for approval
+    ("finished_at",),  # succeeded
+    ("error", "finished_at"),  # rejected, or stopped
+    ("error", "failed_step", "finished_at"),  # a step failed
+)
+"""The field sets of the task ends the engine writes (sorted, as ``_pg_task_end`` takes
+them; see ``runtime._execute``'s ``finish``)."""
 
 _KEPT_CONNECTIONS = 2
 """Connections kept for the journal's commits: one per event loop that commits at a time
