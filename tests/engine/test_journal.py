@@ -139,13 +139,11 @@ async def test_pure_steps_start_before_their_running_rows_are_handed_over(
 
 
 async def test_task_ends_use_statements_built_when_the_engine_started(
-    orch: Orchestrator, backend: str, monkeypatch: pytest.MonkeyPatch
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On Postgres the journal's task-end statements are compiled when the engine starts
-    (Store.prepare), not in a task's final commit: a task that succeeds, one whose step fails
-    and one parked for approval compile none."""
-    if backend != "postgres":
-        pytest.skip("the driver statements are the Postgres path's")
+    """The journal's statements for new tasks and task ends are compiled when the engine
+    starts (Store.prepare), not in a task's commits: a task that succeeds, one whose step
+    fails and one parked for approval compile none."""
     compiled: list[object] = []
     real = repository._DriverStatement.__init__
 

@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -287,8 +287,8 @@ class Store:
         self._upsert_steps = _StepUpsert(engine.dialect)  # built once: the engine's hot path
         self._insert_task = sa.insert(TaskRow)
         self._task_ends: dict[tuple[str, ...], sa.Update] = {}
-        self._pg_task_ends: dict[tuple[str, ...], _DriverStatement] = {}
-        # Driver connections the journal's commits keep between them (see _write_steps_pg).
+        self._driver_statements: dict[tuple[Any, ...], _DriverStatement] = {}
+        # Driver connections the journal's commits keep between them (see _write_pg).
         self._kept: list[PoolProxiedConnection] = []
         self._kept_lock = threading.Lock()
         self._closed = False
@@ -597,96 +597,44 @@ class Store:
             and not creates
         ):
             return [Written.WRITTEN] * len(batches)
-        if self._upsert_steps.postgres and not (
-            creates or any(b.artifacts or b.effects_done or b.add_cost for b in batches)
-        ):
-            return self._write_steps_pg(batches)
-        results: list[Written] = []
-        with self.engine.begin() as conn, self._sqlalchemy_errors(conn.connection):
-            if creates:
-                conn.execute(self._insert_task, creates)
-            owned = self._owned(conn, [(b.task_id, b.executor_id) for b in batches])
-            live = [b for b, ok in zip(batches, owned, strict=True) if ok]
-            rows = [_step_values(b.task_id, u) for b in live for u in b.updates]
-            artifacts = [(b.task_id, a) for b in live for a in b.artifacts]
-            effects = [e for b in live for e in b.effects_done]
-            if effects:
-                _effects_done(conn, effects)
-            if rows:
-                with _driver_cursor(conn) as cursor:
-                    self._upsert_steps.run(cursor, _last_per_step(rows))
-            if artifacts:
-                now = utcnow()
-                conn.execute(
-                    sa.insert(ArtifactRow),
-                    [_artifact_values(task_id, a, now) for task_id, a in artifacts],
-                )
-            for b, ok in zip(batches, owned, strict=True):
-                if not ok:
-                    results.append(Written.NOT_OWNER)
-                    continue
-                if b.add_cost:
-                    conn.execute(
-                        sa.update(TaskRow)
-                        .where(TaskRow.task_id == b.task_id)
-                        .values(total_cost=TaskRow.total_cost + b.add_cost)
-                    )
-                done = False
-                if b.task is not None:
-                    stmt = self._task_end(tuple(sorted(b.task.fields)))
-                    done = conn.execute(stmt, _task_end_params(b)).rowcount > 0
-                results.append(Written.APPLIED if done else Written.WRITTEN)
-        return results
-
-    def _write_steps_pg(self, batches: Sequence[StepBatch]) -> list[Written]:
-        """``write_batch`` of step rows and task ends only (the journal's usual commit) on
-        Postgres, on a driver connection: SQLAlchemy's connection, transaction and statement
-        handling cost about 0.5 ms of a 2.7 ms commit of a fan-out's 52 step ends and its
-        task's end after an idle spell, on the critical path of every task's end (see
-        bench/README). The statements are the same.
-
-        The connection of the last commit is kept for the next one (``_KEPT_CONNECTIONS``), without the
-        pool's checkout and pre-ping (0.27 ms of the fan-out's final commit). If it has died
-        meanwhile (a restarted server, an idle timeout), nothing was written on it: the
-        commit runs again on a connection from the pool, which is pinged.
-        """
+        if not self._upsert_steps.postgres:
+            with (
+                self.engine.begin() as conn,  # (SQLite: the write gate, BEGIN IMMEDIATE)
+                self._sqlalchemy_errors(conn.connection),
+                _driver_cursor(conn) as cursor,
+            ):
+                return self._write(cursor, batches, creates)
         raw = self._kept_connection()
         if raw is not None:
             try:
-                return self._write_steps_on(raw, batches, kept=True)
+                return self._write_pg(raw, batches, creates, kept=True)
             except _StaleConnection as stale:
                 logger.info("a kept connection had gone (%s); writing on a new one", stale)
-        return self._write_steps_on(self.engine.raw_connection(), batches, kept=False)
+        return self._write_pg(self.engine.raw_connection(), batches, creates, kept=False)
 
-    def _write_steps_on(
-        self, raw: PoolProxiedConnection, batches: Sequence[StepBatch], *, kept: bool
+    def _write_pg(
+        self,
+        raw: PoolProxiedConnection,
+        batches: Sequence[StepBatch],
+        creates: list[dict[str, Any]],
+        *,
+        kept: bool,
     ) -> list[Written]:
-        cursor: Any = raw.cursor()  # (psycopg's: execute takes prepare=)
+        """``_write`` in a transaction of ``raw`` (Postgres), which is kept for the next
+        commit once this one is written.
+
+        On the driver's connection: SQLAlchemy's connection, transaction and statement
+        handling cost about 0.5 ms of a 2.7 ms commit of a fan-out's 52 step ends and its
+        task's end after an idle spell, on the critical path of every task's end, and the
+        pool's checkout with its pre-ping 0.27 ms more (see bench/README). A kept connection
+        that died meanwhile (a restarted server, an idle timeout) had nothing written on it:
+        the caller writes again on a connection from the pool, which is pinged.
+        """
+        cursor: Any = raw.cursor()
         committing = written = False
         try:
             with self._sqlalchemy_errors(raw):
-                owned = _holders_ok(cursor, True, [(b.task_id, b.executor_id) for b in batches])
-                rows = [
-                    _step_values(b.task_id, u)
-                    for b, ok in zip(batches, owned, strict=True)
-                    if ok
-                    for u in b.updates
-                ]
-                if rows:
-                    self._upsert_steps.run(cursor, _last_per_step(rows))
-                results: list[Written] = []
-                for b, ok in zip(batches, owned, strict=True):
-                    if not ok:
-                        results.append(Written.NOT_OWNER)
-                        continue
-                    done = False
-                    if b.task is not None:
-                        stmt = self._pg_task_end(tuple(sorted(b.task.fields)))
-                        cursor.execute(
-                            stmt.sql, stmt.params(_task_end_params(b)), prepare=_prepare(cursor)
-                        )
-                        done = cursor.rowcount > 0
-                    results.append(Written.APPLIED if done else Written.WRITTEN)
+                results = self._write(cursor, batches, creates)
                 committing = True
                 raw.commit()
                 written = True
@@ -699,6 +647,52 @@ class Store:
             cursor.close()
             if not (written and self._keep(raw)):
                 raw.close()  # (back to the pool, which rolls back what was not committed)
+
+    def _write(
+        self, cursor: Any, batches: Sequence[StepBatch], creates: list[dict[str, Any]]
+    ) -> list[Written]:
+        """``write_batch``'s statements, on a driver cursor in an open transaction: compiled
+        once each (``_DriverStatement``), and on Postgres prepared at their first use."""
+        postgres = self._upsert_steps.postgres
+        if creates:
+            insert = self._create_statement(tuple(creates[0]))
+            cursor.executemany(insert.sql, [insert.params(c) for c in creates])
+        owned = _holders_ok(cursor, postgres, [(b.task_id, b.executor_id) for b in batches])
+        live = [b for b, ok in zip(batches, owned, strict=True) if ok]
+        if effects := [e for b in live for e in b.effects_done]:
+            done_ = self._statement(("effects done",), _effects_done)
+            now = utcnow()
+            cursor.executemany(
+                done_.sql,
+                [done_.params({"e_key": k, "e_receipt": r, "e_at": now}) for k, r in effects],
+            )
+        if rows := [_step_values(b.task_id, u) for b in live for u in b.updates]:
+            self._upsert_steps.run(cursor, _last_per_step(rows))
+        if artifacts := [(b.task_id, a) for b in live for a in b.artifacts]:
+            add = self._statement(("artifact",), lambda: (sa.insert(ArtifactRow), _ARTIFACT_KEYS))
+            now = utcnow()
+            cursor.executemany(
+                add.sql, [add.params(_artifact_values(task_id, a, now)) for task_id, a in artifacts]
+            )
+        results: list[Written] = []
+        for b, ok in zip(batches, owned, strict=True):
+            if not ok:
+                results.append(Written.NOT_OWNER)
+                continue
+            if b.add_cost:
+                cost = self._statement(("add cost",), _add_cost)
+                cursor.execute(cost.sql, cost.params({"c_id": b.task_id, "c_add": b.add_cost}))
+            done = False
+            if b.task is not None:
+                end = self._task_end_statement(tuple(sorted(b.task.fields)))
+                params = end.params(_task_end_params(b))
+                if postgres:
+                    cursor.execute(end.sql, params, prepare=_prepare(cursor))
+                else:
+                    cursor.execute(end.sql, params)
+                done = cursor.rowcount > 0
+            results.append(Written.APPLIED if done else Written.WRITTEN)
+        return results
 
     def _kept_connection(self) -> PoolProxiedConnection | None:
         with self._kept_lock:
@@ -716,18 +710,32 @@ class Store:
             return True
 
     def prepare(self) -> None:
-        """Build the journal's statements for the usual task ends now (an engine calls this
-        at start): compiling one cost 0.43 ms of the first task's final commit."""
-        if self._upsert_steps.postgres:
-            for fields in _USUAL_TASK_ENDS:
-                self._pg_task_end(fields)
+        """Build the journal's statements for new tasks and the usual task ends now (an
+        engine calls this at start): compiling one cost 0.43 ms of the first task's final
+        commit."""
+        keys = tuple(new_task_values(ExecutionPlan.model_construct(name="", steps=[])))
+        self._create_statement(keys)
+        for fields in _USUAL_TASK_ENDS:
+            self._task_end_statement(fields)
 
-    def _pg_task_end(self, fields: tuple[str, ...]) -> _DriverStatement:
-        """``_task_end(fields)`` compiled for the driver."""
-        stmt = self._pg_task_ends.get(fields)
+    def _create_statement(self, keys: tuple[str, ...]) -> _DriverStatement:
+        return self._statement(("create", keys), lambda: (sa.insert(TaskRow), keys))
+
+    def _task_end_statement(self, fields: tuple[str, ...]) -> _DriverStatement:
+        return self._statement(("task end", fields), lambda: (self._task_end(fields), None))
+
+    def _statement(
+        self,
+        key: tuple[Any, ...],
+        build: Callable[[], tuple[sa.Insert | sa.Update, Sequence[str] | None]],
+    ) -> _DriverStatement:
+        """The driver statement ``build`` makes (a Core statement, and for an insert its
+        columns), compiled once for this store's database."""
+        stmt = self._driver_statements.get(key)
         if stmt is None:
-            stmt = self._pg_task_ends[fields] = _DriverStatement(
-                self._task_end(fields), self.engine.dialect
+            core, columns = build()
+            stmt = self._driver_statements[key] = _DriverStatement(
+                core, self.engine.dialect, columns
             )
         return stmt
 
@@ -1544,7 +1552,7 @@ class Store:
 
     def effect_done(self, key: str, receipt: Any) -> None:
         with self.engine.begin() as conn:
-            _effects_done(conn, [(key, receipt)])
+            conn.execute(_effects_done()[0], {"e_key": key, "e_receipt": receipt, "e_at": utcnow()})
 
     def effects(self, task_id: str) -> list[EffectRecord]:
         with self.read() as s:
@@ -1814,10 +1822,15 @@ class _StepUpsert:
 class _DriverStatement:
     """A Core statement compiled once for the driver: its text, and its parameters as
     SQLAlchemy would send them (each through its type's bind processor, with the values of
-    the statement's own literals)."""
+    the statement's own literals; in the driver's order where its parameters are
+    positional, as SQLite's are)."""
 
-    def __init__(self, stmt: sa.Update, dialect: sa.Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+    def __init__(
+        self, stmt: sa.Insert | sa.Update, dialect: sa.Dialect, columns: Sequence[str] | None
+    ) -> None:
+        compiled = stmt.compile(
+            dialect=dialect, column_keys=list(columns) if columns is not None else None
+        )
         self.sql = compiled.string
         names = cast(dict[sa.BindParameter[Any], str], compiled.bind_names)  # (as in the text)
         self._fixed = {name: b.value for b, name in names.items() if b.value is not None}
@@ -1826,13 +1839,14 @@ class _DriverStatement:
             for b, name in names.items()
             if (proc := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
+        self._order = list(compiled.positiontup or ()) if compiled.positional else None
 
-    def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def params(self, values: Mapping[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
         params = {**self._fixed, **values}
         for key, proc in self._processors.items():
             if key in params:
                 params[key] = proc(params[key])
-        return params
+        return params if self._order is None else tuple(params[k] for k in self._order)
 
 
 @contextmanager
@@ -1891,7 +1905,7 @@ _USUAL_TASK_ENDS = (
     ("error", "finished_at"),  # rejected, or stopped
     ("error", "failed_step", "finished_at"),  # a step failed
 )
-"""The field sets of the task ends the engine writes (sorted, as ``_pg_task_end`` takes
+"""The field sets of the task ends the engine writes (sorted, as ``_task_end_statement`` takes
 them; see ``runtime._execute``'s ``finish``)."""
 
 _KEPT_CONNECTIONS = 2
@@ -1974,9 +1988,9 @@ def _held(s: Session, task_id: str, executor_id: str | None) -> TaskRow:
     return task
 
 
-def _effects_done(conn: sa.Connection, effects: Sequence[tuple[str, Any]]) -> None:
+def _effects_done() -> tuple[sa.Update, None]:
     table = cast(sa.Table, SideEffectRow.__table__)
-    conn.execute(
+    return (
         sa.update(table)
         .where(table.c.idempotency_key == sa.bindparam("e_key"))
         .values(
@@ -1984,7 +1998,17 @@ def _effects_done(conn: sa.Connection, effects: Sequence[tuple[str, Any]]) -> No
             receipt=sa.bindparam("e_receipt", type_=table.c.receipt.type),
             updated_at=sa.bindparam("e_at", type_=table.c.updated_at.type),
         ),
-        [{"e_key": k, "e_receipt": r, "e_at": utcnow()} for k, r in effects],
+        None,
+    )
+
+
+def _add_cost() -> tuple[sa.Update, None]:
+    table = cast(sa.Table, TaskRow.__table__)
+    return (
+        sa.update(table)
+        .where(table.c.task_id == sa.bindparam("c_id"))
+        .values(total_cost=table.c.total_cost + sa.bindparam("c_add", type_=sa.Float)),
+        None,
     )
 
 
@@ -2128,6 +2152,9 @@ def _variant_row(task_id: str, round_: int | None, v: ChannelVariant, now: datet
         edited_by=v.edited_by,
         created_at=now,
     )
+
+
+_ARTIFACT_KEYS = ("task_id", "step_id", "path", "media_type", "size", "sha256", "created_at")
 
 
 def _artifact_values(task_id: str, a: ArtifactRecord, now: datetime) -> dict[str, Any]:
