@@ -12,7 +12,7 @@ from intelligent_orchestrator.planning import execution_order, validate_plan
 from intelligent_orchestrator.planning.validate import step_dependencies
 from intelligent_orchestrator.tools.builtin import builtin_tools
 from intelligent_orchestrator.tools.registry import ToolRegistry
-from intelligent_orchestrator.tools.spec import ToolContext
+from intelligent_orchestrator.tools.spec import ToolContext, tool
 from tests.support.tools import TEST_TOOLS
 
 
@@ -44,6 +44,27 @@ def test_a_sound_plan_passes(tools: ToolRegistry) -> None:
     )
     assert validate_plan(p, tools) is None
     assert execution_order(p) == ["load", "count", "draw", "done"]
+
+
+def test_an_input_that_json_cannot_hold_is_refused(tools: ToolRegistry) -> None:
+    """A workflow file may spell NaN or Infinity (YAML's .nan, Python's json): the step's
+    record could not keep it (Postgres refuses it, orjson writes null), so the plan is
+    refused with the step named."""
+
+    @tool("anything", category="test")
+    async def anything(ctx: ToolContext, value: Any = None) -> Any:
+        """Takes any value."""
+        return value
+
+    tools.register(anything)
+    p = plan(
+        {"id": "a", "tool": "anything", "inputs": {"value": float("nan")}},
+        {"id": "b", "tool": "anything", "inputs": {"value": {"deep": [1, float("-inf")]}}},
+        {"id": "c", "tool": "anything", "inputs": {"value": [1.5, {"x": 2e300}]}},
+    )
+    found = problems(p, tools)
+    assert [x.split(":")[0] for x in found] == ["step 'a'", "step 'b'"]
+    assert all("NaN or Infinity" in x for x in found)
 
 
 def test_every_problem_is_listed_at_once(tools: ToolRegistry) -> None:

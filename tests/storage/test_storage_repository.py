@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -669,6 +670,33 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
     c = store.get_task("c")
     assert c.status is TaskStatus.SUCCEEDED
     assert [(r.step_id, r.output) for r in store.step_runs("c")] == [("load", 1)]
+
+
+def test_a_kept_connection_lost_at_commit_is_not_written_again(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept connection lost during COMMIT may have committed: the commit is not run again
+    elsewhere, and the caller is told its outcome is unknown."""
+    if backend != "postgres":
+        pytest.skip("the kept connection is the Postgres path's")
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+    batch = StepBatch(task_id="t", executor_id="ex-1", updates=[update])
+    assert store.write_batch([batch]) == [Written.WRITTEN]  # (its connection is kept)
+    commits: list[object] = []
+    real = psycopg.Connection.commit
+
+    def lost(self: psycopg.Connection[Any]) -> None:
+        commits.append(self)
+        with contextlib.suppress(psycopg.Error):  # the server ends this session...
+            self.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        real(self)  # ...so COMMIT fails
+
+    monkeypatch.setattr(psycopg.Connection, "commit", lost)
+    with pytest.raises(sa.exc.DBAPIError) as gone:
+        store.write_batch([batch])
+    assert commit_outcome_unknown(gone.value)
+    assert len(commits) == 1
 
 
 def test_stopped_among_names_the_cancelled_and_the_taken_over(store: Store) -> None:

@@ -212,7 +212,9 @@ class DagRun:
                 # waits for durability (gated, or with a side effect) is launched after the
                 # write, as its wait must cover every transition before it.
                 pure = bool(launch) and all(
-                    not gated and not self.registry.get(step.tool).spec.side_effects
+                    not gated
+                    and step.tool in self.registry
+                    and not self.registry.get(step.tool).spec.side_effects
                     for step, _, gated in launch
                 )
                 if not pure:
@@ -226,8 +228,12 @@ class DagRun:
                     self._running[t] = step.id
                 if pure:
                     started = utcnow()
-                    await asyncio.sleep(0)
-                    self._write(updates + self._starts(starts, launch, started), artifacts, cost)
+                    try:
+                        await asyncio.sleep(0)
+                    finally:  # (handed over even if the run is stopped in that turn)
+                        self._write(
+                            updates + self._starts(starts, launch, started), artifacts, cost
+                        )
                     self._raise_failed_writes()
                 # Every step that has ended by now (one wake-up, however many steps run).
                 finished = [await ended.get()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..domain.models import ExecutionPlan, WorkflowStep
@@ -42,6 +43,11 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
                 problems.append(f"step {step.id!r} depends on unknown step {dep!r}")
         refs = list(find_references(step.inputs))
         deps[step.id] = set(step.depends_on) | {r.step for r in refs}  # (step.dependencies)
+        if _non_finite(step.inputs):
+            problems.append(
+                f"step {step.id!r}: an input holds NaN or Infinity, which JSON (and so the "
+                "step's record) has no number for"
+            )
         for ref in refs:
             if ref.step == step.id:
                 problems.append(f"step {step.id!r}: {ref} refers to the step's own output")
@@ -63,6 +69,17 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
         problems.append("dependency cycle: " + " -> ".join(repr(s) for s in cycle))
     if problems:
         raise WorkflowValidationError(problems)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a JSON-like value holds a float JSON cannot write (NaN, ±Infinity)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def execution_order(plan: ExecutionPlan, deps: dict[str, set[str]] | None = None) -> list[str]:

@@ -630,10 +630,11 @@ class Store:
         that died meanwhile (a restarted server, an idle timeout) had nothing written on it:
         the caller writes again on a connection from the pool, which is pinged.
         """
-        cursor: Any = raw.cursor()
+        cursor: Any = None
         committing = written = False
         try:
             with self._sqlalchemy_errors(raw):
+                cursor = raw.cursor()
                 results = self._write(cursor, batches, creates)
                 committing = True
                 raw.commit()
@@ -644,7 +645,8 @@ class Store:
                 raise _StaleConnection(str(exc.orig)) from exc  # (lost before COMMIT: undone)
             raise
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
             if not (written and self._keep(raw)):
                 raw.close()  # (back to the pool, which rolls back what was not committed)
 
@@ -669,7 +671,9 @@ class Store:
         if rows := [_step_values(b.task_id, u) for b in live for u in b.updates]:
             self._upsert_steps.run(cursor, _last_per_step(rows))
         if artifacts := [(b.task_id, a) for b in live for a in b.artifacts]:
-            add = self._statement(("artifact",), lambda: (sa.insert(ArtifactRow), _ARTIFACT_KEYS))
+            add = self._statement(
+                ("artifact",), lambda: (sa.insert(ArtifactRow).inline(), _ARTIFACT_KEYS)
+            )
             now = utcnow()
             cursor.executemany(
                 add.sql, [add.params(_artifact_values(task_id, a, now)) for task_id, a in artifacts]
@@ -1833,7 +1837,9 @@ class _DriverStatement:
         )
         self.sql = compiled.string
         names = cast(dict[sa.BindParameter[Any], str], compiled.bind_names)  # (as in the text)
-        self._fixed = {name: b.value for b, name in names.items() if b.value is not None}
+        self._fixed = {
+            name: b.value for b, name in names.items() if b.value is not None and not b.required
+        }
         self._processors = {
             name: proc
             for b, name in names.items()
