@@ -72,13 +72,18 @@ def validate_plan(plan: ExecutionPlan, registry: ToolRegistry) -> None:
 
 
 def _non_finite(value: Any) -> bool:
-    """Whether a JSON-like value holds a float JSON cannot write (NaN, ±Infinity)."""
+    """Whether a JSON-like value holds a float JSON cannot write (NaN, ±Infinity). (Loops,
+    not ``any`` over generators: this walks every input of a plan before it runs.)"""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
+        for v in value.values():
+            if _non_finite(v):
+                return True
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if _non_finite(v):
+                return True
     return False
 
 
