@@ -672,6 +672,51 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
     assert [(r.step_id, r.output) for r in store.step_runs("c")] == [("load", 1)]
 
 
+def test_commits_from_two_threads_each_get_a_connection_of_their_own(
+    store: Store, backend: str
+) -> None:
+    """Two event loops' journals commit at once: a kept connection serves one commit at a
+    time, and every commit of both is written."""
+    if backend != "postgres":
+        pytest.skip("the kept connection is the Postgres path's")
+    for t in ("a", "b"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+    in_use: set[int] = set()
+    overlap: list[int] = []
+    guard = threading.Lock()
+    upsert = store._upsert_steps.run
+
+    def watched(cursor: Any, rows: list[dict[str, Any]]) -> None:
+        conn = id(cursor.connection)
+        with guard:
+            if conn in in_use:
+                overlap.append(conn)
+            in_use.add(conn)
+        try:
+            time.sleep(0.002)  # (the other thread commits meanwhile)
+            upsert(cursor, rows)
+        finally:
+            with guard:
+                in_use.discard(conn)
+
+    store._upsert_steps.run = watched  # type: ignore[method-assign]
+
+    def commits(task_id: str) -> None:
+        for i in range(20):
+            update = StepUpdate(step_id=f"s{i}", tool="noop", status=StepStatus.SUCCEEDED)
+            assert store.write_batch(
+                [StepBatch(task_id=task_id, executor_id="ex-1", updates=[update])]
+            ) == [Written.WRITTEN]
+
+    threads = [threading.Thread(target=commits, args=(t,)) for t in ("a", "b")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert overlap == []
+    assert len(store.step_runs("a")) == len(store.step_runs("b")) == 20
+
+
 def test_a_kept_connection_lost_at_commit_is_not_written_again(
     store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
