@@ -11,7 +11,7 @@ import pytest
 
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
 from intelligent_orchestrator.engine.journal import JournalWriteError, StepJournal
-from intelligent_orchestrator.engine.runtime import Claim
+from intelligent_orchestrator.engine.runtime import Claim, current_runtime
 from intelligent_orchestrator.errors import NotFoundError
 from intelligent_orchestrator.orchestrator import Orchestrator
 from intelligent_orchestrator.storage import StepBatch, StepUpdate, Store, TaskUpdate, repository
@@ -136,6 +136,46 @@ async def test_pure_steps_start_before_their_running_rows_are_handed_over(
         assert ("a", StepStatus.SUCCEEDED) not in seen_at_start[sid]  # (in the same write)
         mine = [st for s, st in handed if s == sid]
         assert mine == [StepStatus.RUNNING, StepStatus.SUCCEEDED], sid
+
+
+async def test_a_run_stopped_as_its_pure_steps_start_still_hands_over_what_came_before(
+    orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RUNNING rows of a pure launch, and the ends before them, are handed over one loop
+    turn after the steps start: a run stopped in that turn (a process shutting down) still
+    hands them over."""
+    handed: list[tuple[str, StepStatus]] = []
+    write = StepJournal.write
+
+    def spy(self: StepJournal, batch: StepBatch) -> asyncio.Future[bool]:
+        handed.extend((u.step_id, u.status) for u in batch.updates)
+        return write(self, batch)
+
+    monkeypatch.setattr(StepJournal, "write", spy)
+
+    @tool("stop_run", category="test")
+    async def stop_run(ctx: ToolContext, value: int) -> dict[str, int]:
+        """Stops its task's run the moment it starts (as a shutdown would)."""
+        current_runtime().local_runs[ctx.task_id].cancel()
+        await asyncio.sleep(10)
+        return {"value": value}
+
+    orch.registry.register(stop_run)
+    task = await orch.submit(
+        plan(
+            # (long enough for the task's row to be stored: submit returns once it is)
+            {"id": "a", "tool": "sleep", "inputs": {"seconds": 0.3}},
+            {"id": "b", "tool": "stop_run", "inputs": {"value": 2}, "depends_on": ["a"]},
+        )
+    )
+    for _ in range(300):  # (the run is gone; what it handed over is what counts)
+        if ("b", StepStatus.RUNNING) in handed:
+            break
+        await asyncio.sleep(0.01)
+    assert ("a", StepStatus.SUCCEEDED) in handed
+    assert ("b", StepStatus.RUNNING) in handed
+    assert handed.index(("a", StepStatus.SUCCEEDED)) < handed.index(("b", StepStatus.RUNNING))
+    assert task.task_id not in current_runtime().local_runs
 
 
 async def test_task_ends_use_statements_built_when_the_engine_started(
