@@ -38,6 +38,19 @@ def recording(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[list[StepBa
     return commits
 
 
+def handed_over(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, StepStatus]]:
+    """Every step transition handed to a journal (step id, status), in order."""
+    handed: list[tuple[str, StepStatus]] = []
+    write = StepJournal.write
+
+    def spy(self: StepJournal, batch: StepBatch) -> asyncio.Future[bool]:
+        handed.extend((u.step_id, u.status) for u in batch.updates)
+        return write(self, batch)
+
+    monkeypatch.setattr(StepJournal, "write", spy)
+    return handed
+
+
 async def test_a_side_effect_acts_only_on_outputs_already_durable(orch: Orchestrator) -> None:
     seen: dict[str, tuple[StepStatus, Any]] = {}
 
@@ -101,15 +114,8 @@ async def test_pure_steps_start_before_their_running_rows_are_handed_over(
     """A launch's RUNNING rows wait one turn of the event loop, in which the launched pure
     steps start (the last of a wide fan-out starts sooner); the rows are still handed over
     before the steps' ends, and a side effect's launch still waits for them (see above)."""
-    handed: list[tuple[str, StepStatus]] = []
+    handed = handed_over(monkeypatch)
     seen_at_start: dict[str, list[tuple[str, StepStatus]]] = {}
-    write = StepJournal.write
-
-    def spy(self: StepJournal, batch: StepBatch) -> asyncio.Future[bool]:
-        handed.extend((u.step_id, u.status) for u in batch.updates)
-        return write(self, batch)
-
-    monkeypatch.setattr(StepJournal, "write", spy)
 
     @tool("start_probe", category="test")
     async def start_probe(ctx: ToolContext, value: int) -> dict[str, int]:
@@ -144,14 +150,7 @@ async def test_a_run_stopped_as_its_pure_steps_start_still_hands_over_what_came_
     """The RUNNING rows of a pure launch, and the ends before them, are handed over one loop
     turn after the steps start: a run stopped in that turn (a process shutting down) still
     hands them over."""
-    handed: list[tuple[str, StepStatus]] = []
-    write = StepJournal.write
-
-    def spy(self: StepJournal, batch: StepBatch) -> asyncio.Future[bool]:
-        handed.extend((u.step_id, u.status) for u in batch.updates)
-        return write(self, batch)
-
-    monkeypatch.setattr(StepJournal, "write", spy)
+    handed = handed_over(monkeypatch)
 
     @tool("stop_run", category="test")
     async def stop_run(ctx: ToolContext, value: int) -> dict[str, int]:
