@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import psycopg
@@ -37,10 +38,12 @@ from intelligent_orchestrator.storage import (
     Written,
     commit_outcome_unknown,
     create_engine,
+    new_task_values,
     upgrade,
     utcnow,
 )
 from intelligent_orchestrator.storage import db as storage_db
+from intelligent_orchestrator.storage.tables import StepRunRow
 from tests.conftest import PG_ADMIN
 
 T = TypeVar("T")
@@ -372,6 +375,47 @@ def test_step_rows_keep_every_character_time_and_float(store: Store) -> None:
     )
 
 
+def test_sqlite_step_rows_are_stored_as_sqlalchemy_would_store_them(store: Store) -> None:
+    """The journal's SQLite upsert writes times and JSON by its own (faster) means: the text
+    stored is SQLAlchemy's for times (which sort and compare as text), and JSON that reads
+    back the same."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite stores times and JSON as text")
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # (no microseconds: still written)
+    early = datetime(5, 6, 7, 8, 9, 10, 11, tzinfo=timezone(timedelta(hours=2)))
+    inputs = {"k": "é 東京", 1: [2**70, None, 2.5], "b": True}  # (an int key, a wide int)
+    store.create_task(PLAN, task_id="t")
+    store.write_steps(
+        "t",
+        [
+            StepUpdate(
+                step_id="s",
+                tool="noop",
+                status=StepStatus.SUCCEEDED,
+                inputs=inputs,
+                output={"rows": [[1, "x"]]},
+                started_at=started,
+                finished_at=early,
+            )
+        ],
+    )
+    with store.engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT inputs, output, started_at, finished_at FROM step_runs WHERE step_id = 's'"
+        ).one()
+    dialect = store.engine.dialect
+
+    def sqlalchemys(column: str, value: Any) -> Any:
+        type_ = StepRunRow.__table__.c[column].type
+        return type_.dialect_impl(dialect).bind_processor(dialect)(value)
+
+    assert row.started_at == sqlalchemys("started_at", started) == "2026-01-02 03:04:05.000000"
+    assert row.finished_at == sqlalchemys("finished_at", early) == "0005-06-07 08:09:10.000011"
+    assert json.loads(row.inputs) == json.loads(sqlalchemys("inputs", inputs))
+    assert json.loads(row.output) == {"rows": [[1, "x"]]}
+    assert store.step_runs("t")[0].inputs == {"k": "é 東京", "1": [2**70, None, 2.5], "b": True}
+
+
 def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:
     """The journal's group commit: several tasks' steps, effects, costs and task ends at once,
     stored exactly as written (the hot path bypasses SQLAlchemy's parameter handling)."""
@@ -639,11 +683,9 @@ def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prep
 def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
     store: Store, backend: str
 ) -> None:
-    """On Postgres a journal commit reuses the last one's connection (no checkout, no
+    """A journal commit reuses the last one's connection (no checkout; on Postgres no
     pre-ping); if the server dropped it meanwhile, the commit is written on a new connection,
     once."""
-    if backend != "postgres":
-        pytest.skip("the kept connection is the Postgres path's")
     checkouts: list[object] = []
     sa.event.listen(store.engine, "checkout", lambda *a: checkouts.append(a[0]))
     for t in ("a", "b", "c"):
@@ -660,6 +702,8 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
     before = len(checkouts)
     assert commit("b") == [Written.APPLIED]
     assert len(checkouts) == before  # the kept connection: not checked out again
+    if backend != "postgres":
+        return
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:  # (the server drops them all)
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
@@ -677,8 +721,6 @@ def test_commits_from_two_threads_each_get_a_connection_of_their_own(
 ) -> None:
     """Two event loops' journals commit at once: a kept connection serves one commit at a
     time, and every commit of both is written."""
-    if backend != "postgres":
-        pytest.skip("the kept connection is the Postgres path's")
     for t in ("a", "b"):
         store.create_task(PLAN, task_id=t, executor_id="ex-1")
     in_use: set[int] = set()
@@ -715,6 +757,41 @@ def test_commits_from_two_threads_each_get_a_connection_of_their_own(
         th.join(timeout=60)
     assert overlap == []
     assert len(store.step_runs("a")) == len(store.step_runs("b")) == 20
+
+
+def test_a_failed_journal_commit_leaves_nothing_written_and_the_writers_free(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails half-way (here after its new task's row) is rolled back whole, its
+    connection is not left in a transaction, and on SQLite the next writer gets the write
+    gate at once."""
+    store.create_task(PLAN, task_id="t", executor_id="ex-1")
+    update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+    create = new_task_values(PLAN, executor_id="ex-1")
+
+    def broken(cursor: Any, rows: list[dict[str, Any]]) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(store._upsert_steps, "run", broken)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        store.write_batch(
+            [
+                StepBatch(task_id=create["task_id"], executor_id="ex-1", create=create),
+                StepBatch(task_id="t", executor_id="ex-1", updates=[update]),
+            ]
+        )
+    monkeypatch.undo()
+    with pytest.raises(NotFoundError):
+        store.get_task(create["task_id"])
+    assert store.step_runs("t") == []
+    gate = storage_db.write_gate(store.engine)
+    assert gate is None or not gate.locked()
+    started = time.monotonic()
+    assert store.write_batch([StepBatch(task_id="t", executor_id="ex-1", updates=[update])]) == [
+        Written.WRITTEN
+    ]
+    assert time.monotonic() - started < 5  # (not SQLite's busy timeout, 30 s)
+    assert [r.output for r in store.step_runs("t")] == [1]
 
 
 def test_a_kept_connection_lost_at_commit_is_not_written_again(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,22 @@ def write_gate(engine: sa.Engine) -> threading.Lock | None:
     """The lock this process's writers to ``engine``'s SQLite file take turns on (None if
     the engine has none)."""
     return _GATES.get(engine)
+
+
+@contextmanager
+def write_turn(engine: sa.Engine) -> Iterator[None]:
+    """Hold this process's write gate of ``engine``'s SQLite file (if it has one) for a
+    transaction run on a driver connection, which SQLAlchemy's ``begin`` event does not see."""
+    gate = _GATES.get(engine)
+    took = gate is not None and gate.acquire(timeout=_GATE_WAIT_SECONDS)
+    if gate is not None and not took:
+        logger.warning("SQLite write gate not free after %.0f s; going on", _GATE_WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        if took:
+            assert gate is not None
+            gate.release()
 
 
 def serialize_writers(engine: sa.Engine) -> None:
