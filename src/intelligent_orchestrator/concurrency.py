@@ -33,6 +33,14 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for it (no await: the common case)."""
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            return False
+
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:

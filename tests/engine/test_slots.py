@@ -59,6 +59,20 @@ def test_two_event_loops_share_the_limit() -> None:
     assert (slots.free, slots.waiting) == (2, 0)
 
 
+async def test_try_acquire_takes_a_free_slot_but_never_one_a_waiter_queues_for() -> None:
+    slots = Slots(1)
+    assert slots.try_acquire()
+    assert not slots.try_acquire()  # none free
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    slots.release()  # handed to the waiter (on its loop, at its next turn)...
+    assert not slots.try_acquire()  # ...so not to whoever asks first
+    await waiter
+    slots.release()
+    assert slots.try_acquire()
+    assert (slots.free, slots.waiting) == (0, 0)
+
+
 async def test_a_waiter_that_gives_up_takes_no_slot() -> None:
     slots = Slots(1)
     await slots.acquire()

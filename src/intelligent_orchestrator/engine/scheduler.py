@@ -130,6 +130,7 @@ class DagRun:
     _effects: list[tuple[str, Any]] = field(default_factory=list)  # done, not yet handed over
     _workspace: Path | None = None  # (settings.workspace builds a new Path per call)
     _deadlines: Deadlines = field(default_factory=Deadlines)  # the steps' timeouts
+    _bad: bool = False  # a step failed, was skipped, rejected or cancelled: skip its dependants
 
     async def run(
         self,
@@ -156,6 +157,7 @@ class DagRun:
             if r.status in (StepStatus.RUNNING, StepStatus.AWAITING_APPROVAL, StepStatus.PENDING):
                 continue  # interrupted or parked: decide again
             self.state[r.step_id] = r.status
+            self._bad = self._bad or r.status in _TERMINAL_BAD
             if r.status is StepStatus.SUCCEEDED:
                 self.outputs[r.step_id] = r.output
             elif r.error:
@@ -326,6 +328,8 @@ class DagRun:
         cost = 0.0
         for o in outcomes:
             self.state[o.step_id] = o.status
+            if o.status in _TERMINAL_BAD:
+                self._bad = True
             if o.status is StepStatus.SUCCEEDED:
                 self.outputs[o.step_id] = o.output
             if o.error:
@@ -418,7 +422,7 @@ class DagRun:
 
     def _propagate_skips(self, order: list[str], deps: dict[str, set[str]]) -> list[StepUpdate]:
         updates: list[StepUpdate] = []
-        if not any(st in _TERMINAL_BAD for st in self.state.values()):
+        if not self._bad:
             return updates
         changed = True
         while changed:
@@ -487,8 +491,13 @@ class DagRun:
                         )
                     ]
                 )
-            async with self.limits.global_steps:
+            slots = self.limits.global_steps
+            if not slots.try_acquire():
+                await slots.acquire()
+            try:
                 return await self._call(step, args)
+            finally:
+                slots.release()
         except TakenOverError:
             raise  # the run stops: see DagRun.run
         except asyncio.CancelledError:
@@ -583,7 +592,12 @@ class DagRun:
             if self.gateway is not None:
                 ctx.llm = BoundLlm(self.gateway, scope, self.feedback.get(step.id, ()))
             try:
-                output = await self._deadlines.within(timeout, self._invoke(tool, args, ctx))
+                output = await self._deadlines.within(
+                    timeout,
+                    self._invoke(tool, args, ctx)
+                    if tool.spec.side_effects
+                    else tool.invoke(args, ctx),  # (a pure tool: one coroutine less per step)
+                )
             except TimeoutError:
                 err: ToolError = ToolTimeoutError(
                     f"timed out after {timeout:g} s", tool_id=tool.tool_id
@@ -647,9 +661,7 @@ class DagRun:
         raise AssertionError("unreachable: the loop always returns")
 
     async def _invoke(self, tool: Tool, args: dict[str, Any], ctx: ToolContext) -> Any:
-        if not tool.spec.side_effects:
-            return await tool.invoke(args, ctx)
-        # Exactly once: a finished effect is never redone; an interrupted one is retried with
+        # A tool with side effects. Exactly once: a finished effect is never redone; an interrupted one is retried with
         # the same idempotency key, which the tool passes on to the system it calls.
         key = ctx.idempotency_key
         assert self.journal is not None  # set by run()

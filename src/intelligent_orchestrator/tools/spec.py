@@ -304,11 +304,12 @@ def tool(
             timeout_seconds=timeout_seconds,
         )
 
-        async def implementation(args: dict[str, Any], ctx: ToolContext) -> Any:
+        def implementation(args: dict[str, Any], ctx: ToolContext) -> Awaitable[Any]:
+            # (Returns the function's coroutine itself: no coroutine of its own per call.)
             kwargs = dict(args)
             if ctx_param is not None:
                 kwargs[ctx_param] = ctx
-            return await func(**kwargs)
+            return func(**kwargs)
 
         return Tool(spec=spec, implementation=implementation, input_model=model)
 
