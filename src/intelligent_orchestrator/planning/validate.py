@@ -112,7 +112,7 @@ def execution_order(plan: ExecutionPlan, deps: dict[str, set[str]] | None = None
 
 def _check_inputs(step: WorkflowStep, schema: dict[str, Any], *, has_refs: bool) -> list[str]:
     ref_keys: set[str] = set()
-    probe = dict(step.inputs)  # only top-level values are replaced
+    probe = dict(step.inputs) if has_refs else step.inputs  # only top-level values are replaced
     for key, value in step.inputs.items() if has_refs else ():
         if isinstance(value, str) and REF_PATTERN.fullmatch(value.strip()):
             ref_keys.add(key)
@@ -171,6 +171,8 @@ def _deref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 def _find_cycle(plan: ExecutionPlan, step_deps: dict[str, set[str]]) -> list[str] | None:
     known = {s.id for s in plan.steps}
+    if _acyclic(step_deps, known):
+        return None  # (the common case, without the search for a cycle's path below)
     deps = {sid: sorted(d & known - {sid}) for sid, d in step_deps.items()}
     color: dict[str, int] = {}
     stack: list[str] = []
@@ -195,3 +197,30 @@ def _find_cycle(plan: ExecutionPlan, step_deps: dict[str, set[str]]) -> list[str
             if found:
                 return found
     return None
+
+
+def _acyclic(step_deps: dict[str, set[str]], known: set[str]) -> bool:
+    """Whether the steps can be ordered (Kahn's algorithm; references to unknown steps and to
+    the step itself are reported elsewhere)."""
+    waiting: dict[str, int] = {}
+    dependants: dict[str, list[str]] = {}
+    ready: list[str] = []
+    for sid, deps in step_deps.items():
+        n = 0
+        for d in deps:
+            if d in known and d != sid:
+                n += 1
+                dependants.setdefault(d, []).append(sid)
+        if n:
+            waiting[sid] = n
+        else:
+            ready.append(sid)
+    ordered = 0
+    while ready:
+        sid = ready.pop()
+        ordered += 1
+        for later in dependants.get(sid, ()):
+            waiting[later] -= 1
+            if not waiting[later]:
+                ready.append(later)
+    return ordered == len(step_deps)
