@@ -661,8 +661,9 @@ class DagRun:
         raise AssertionError("unreachable: the loop always returns")
 
     async def _invoke(self, tool: Tool, args: dict[str, Any], ctx: ToolContext) -> Any:
-        # A tool with side effects. Exactly once: a finished effect is never redone; an interrupted one is retried with
-        # the same idempotency key, which the tool passes on to the system it calls.
+        # A tool with side effects, exactly once: a finished effect is never redone; an
+        # interrupted one is retried with the same idempotency key, which the tool passes on
+        # to the system it calls. (A pure tool is awaited directly: see _call.)
         key = ctx.idempotency_key
         assert self.journal is not None  # set by run()
         effect = await self.journal.effect_started(

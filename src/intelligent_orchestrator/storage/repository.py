@@ -655,8 +655,9 @@ class Store:
     ) -> list[Written]:
         """``_write`` in a transaction of ``raw`` (SQLite: the write gate, BEGIN IMMEDIATE),
         which is kept for the next commit once this one is written. (SQLAlchemy's
-        connection, its ``begin`` events and the pool's checkout cost about 0.2 ms of a
-        fan-out's final commit: see bench/README.)"""
+        connection, its ``begin`` events and the pool's checkout took 0.34 ms before the
+        first statement of a fan-out's final commit after an idle spell: see bench/README,
+        "Findings, twelfth session".)"""
         driver: Any = raw.dbapi_connection
         cursor: Any = None
         written = False
