@@ -25,6 +25,8 @@ class Script:
     replies: list[Reply]
     prompts: list[str] = field(default_factory=list)
     instructions: list[str | None] = field(default_factory=list)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    """Each request's model settings (e.g. its ``max_tokens``)."""
     delay: float = 0.0
 
     @property
@@ -37,6 +39,7 @@ class Script:
         text = "\n".join(str(getattr(p, "content", "")) for p in last.parts)
         self.prompts.append(text)
         self.instructions.append(info.instructions)
+        self.settings.append(dict(info.model_settings or {}))
         if self.delay:
             await asyncio.sleep(self.delay)
         reply = self.replies[min(len(self.prompts) - 1, len(self.replies) - 1)]

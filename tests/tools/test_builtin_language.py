@@ -383,6 +383,10 @@ async def test_a_long_piece_is_written_as_an_outline_then_sections(ctx: ToolCont
     assert out["word_count"] == len(out["body"].split()) > 5 * 60  # every section is kept
     # each section call was told its share of the length and the other sections
     assert all("about 119 words" in (i or "") for i in script.instructions[1:])
+    # room for a token per character of the section's cap (119 words * 8): a small model's
+    # lists, line breaks and emoji take more than one token per two characters, and a
+    # section cut off by the token limit is not JSON (it failed the whole task once)
+    assert all(s["max_tokens"] >= 119 * 8 for s in script.settings[1:])
     assert "All sections: Chairs; Tables; Parasols; Delivery; Extra" in script.prompts[1]
 
 

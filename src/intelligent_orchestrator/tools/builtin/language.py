@@ -353,7 +353,10 @@ async def _write_in_sections(ctx: ToolContext, prompt: str, length_words: int) -
             ),
             prompt=f"{prompt}\n\nTitle: {outline.title}\nAll sections: "
             f"{'; '.join(headings)}\n\nWrite the section: {heading}",
-            max_tokens=per * 8 // 2 + 120,  # a token is 2+ characters: never cut mid-JSON
+            # Room for a token per character of the cap: a small model's lists, line breaks
+            # and emoji take more than a token per two characters, and a section cut off by
+            # the token limit is not JSON (README command 1's blog post failed so once, in CI).
+            max_tokens=per * 8 + 120,
         )
         return f"## {heading}\n\n{out.text.strip()}"
 
