@@ -8,6 +8,7 @@ import pytest
 from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
 from intelligent_orchestrator.errors import ConflictError
 from intelligent_orchestrator.orchestrator import Orchestrator
+from intelligent_orchestrator.storage import StepUpdate
 from tests.support.tools import outbox, runs
 
 
@@ -215,6 +216,31 @@ async def test_parked_approval_expires(orch: Orchestrator) -> None:
     with pytest.raises(ConflictError):
         await orch.approve(task.task_id)
     assert outbox(orch.settings.workspace) == []
+
+
+async def test_a_resumed_run_skips_what_depends_on_a_step_that_failed_before(
+    orch: Orchestrator,
+) -> None:
+    """A run that resumes from a recorded failure (its dependants not yet written) skips
+    them at once, and still runs the independent steps."""
+    p = plan(
+        {"id": "bad", "tool": "noop"},
+        {"id": "after_bad", "tool": "noop", "depends_on": ["bad"]},
+        {"id": "free", "tool": "noop"},
+    )
+    task = orch.store.create_task(p)
+    orch.store.write_steps(
+        task.task_id,
+        [StepUpdate(step_id="bad", tool="noop", status=StepStatus.FAILED, error="boom")],
+    )
+    assert orch.host is not None
+    await orch.host.start_task(task.task_id)
+    result = await orch.wait(task.task_id, timeout=30)
+    assert result.task.status is TaskStatus.FAILED
+    steps = by_id(result)
+    assert steps["after_bad"].status is StepStatus.SKIPPED
+    assert steps["after_bad"].error == "not run: dependency 'bad' failed"
+    assert steps["free"].status is StepStatus.SUCCEEDED
 
 
 async def test_a_recorded_side_effect_is_never_invoked_again(orch: Orchestrator) -> None:
