@@ -289,7 +289,7 @@ class Store:
         self._insert_task = sa.insert(TaskRow)
         self._task_ends: dict[tuple[str, ...], sa.Update] = {}
         self._driver_statements: dict[tuple[Any, ...], _DriverStatement] = {}
-        # Driver connections the journal's commits keep between them (see _write_pg).
+        # Driver connections the journal's commits keep between them (see _write_on).
         self._kept: list[PoolProxiedConnection] = []
         self._kept_lock = threading.Lock()
         self._closed = False
@@ -598,18 +598,15 @@ class Store:
             and not creates
         ):
             return [Written.WRITTEN] * len(batches)
-        if not self._upsert_steps.postgres:
-            raw = self._kept_connection() or self.engine.raw_connection()
-            return self._write_sqlite(raw, batches, creates)
         raw = self._kept_connection()
         if raw is not None:
             try:
-                return self._write_pg(raw, batches, creates, kept=True)
+                return self._write_on(raw, batches, creates, kept=True)
             except _StaleConnection as stale:
                 logger.info("a kept connection had gone (%s); writing on a new one", stale)
-        return self._write_pg(self.engine.raw_connection(), batches, creates, kept=False)
+        return self._write_on(self.engine.raw_connection(), batches, creates, kept=False)
 
-    def _write_pg(
+    def _write_on(
         self,
         raw: PoolProxiedConnection,
         batches: Sequence[StepBatch],
@@ -617,26 +614,35 @@ class Store:
         *,
         kept: bool,
     ) -> list[Written]:
-        """``_write`` in a transaction of ``raw`` (Postgres), which is kept for the next
-        commit once this one is written.
+        """``_write`` in a transaction of ``raw``, which is kept for the next commit once
+        this one is written (on SQLite within this process's write gate, from BEGIN
+        IMMEDIATE: the driver is in autocommit mode).
 
         On the driver's connection: SQLAlchemy's connection, transaction and statement
         handling cost about 0.5 ms of a 2.7 ms commit of a fan-out's 52 step ends and its
-        task's end after an idle spell, on the critical path of every task's end, and the
-        pool's checkout with its pre-ping 0.27 ms more (see bench/README). A kept connection
-        that died meanwhile (a restarted server, an idle timeout) had nothing written on it:
-        the caller writes again on a connection from the pool, which is pinged.
+        task's end after an idle spell on Postgres, and the pool's checkout with its
+        pre-ping 0.27 ms more; on SQLite its ``begin`` events and checkout took 0.34 ms
+        before the first statement (see bench/README). A kept connection that died
+        meanwhile (a restarted server, an idle timeout) had nothing written on it: the
+        caller writes again on a connection from the pool, which is pinged.
         """
+        sqlite = not self._upsert_steps.postgres
         cursor: Any = None
         committing = written = False
         try:
-            with self._sqlalchemy_errors(raw):
-                cursor = raw.cursor()
-                results = self._write(cursor, batches, creates)
-                committing = True
-                raw.commit()
-                written = True
-                return results
+            with write_turn(self.engine), self._sqlalchemy_errors(raw):
+                try:
+                    cursor = raw.cursor()
+                    if sqlite:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    results = self._write(cursor, batches, creates)
+                    committing = True
+                    raw.commit()
+                    written = True
+                    return results
+                finally:
+                    if not written and sqlite:
+                        _roll_back(raw)  # (before the next writer gets the gate)
         except DBAPIError as exc:
             if kept and exc.connection_invalidated and not committing:
                 raise _StaleConnection(str(exc.orig)) from exc  # (lost before COMMIT: undone)
@@ -646,41 +652,6 @@ class Store:
                 cursor.close()
             if not (written and self._keep(raw)):
                 raw.close()  # (back to the pool, which rolls back what was not committed)
-
-    def _write_sqlite(
-        self,
-        raw: PoolProxiedConnection,
-        batches: Sequence[StepBatch],
-        creates: list[dict[str, Any]],
-    ) -> list[Written]:
-        """``_write`` in a transaction of ``raw`` (SQLite: the write gate, BEGIN IMMEDIATE),
-        which is kept for the next commit once this one is written. (SQLAlchemy's
-        connection, its ``begin`` events and the pool's checkout took 0.34 ms before the
-        first statement of a fan-out's final commit after an idle spell: see bench/README,
-        "Findings, twelfth session".)"""
-        driver: Any = raw.dbapi_connection
-        cursor: Any = None
-        written = False
-        try:
-            with write_turn(self.engine), self._sqlalchemy_errors(raw):
-                try:
-                    cursor = driver.cursor()
-                    cursor.execute("BEGIN IMMEDIATE")
-                    results = self._write(cursor, batches, creates)
-                    driver.commit()
-                    written = True
-                    return results
-                finally:
-                    if not written and driver.in_transaction:
-                        try:
-                            driver.rollback()
-                        except Exception:  # (the error on the way out is the one to report)
-                            raw.invalidate()
-        finally:
-            if cursor is not None:
-                cursor.close()
-            if not (written and self._keep(raw)):
-                raw.close()
 
     def _write(
         self, cursor: Any, batches: Sequence[StepBatch], creates: list[dict[str, Any]]
@@ -1971,6 +1942,18 @@ def _prepare(cursor: Any) -> bool | None:
     transaction-pooling PgBouncer). Parsing and planning the three cost about 0.4 ms of the
     server's 1.5 ms for a fan-out's final commit (``log_min_duration_statement``)."""
     return None if cursor.connection.prepare_threshold is None else True
+
+
+def _roll_back(raw: PoolProxiedConnection) -> None:
+    """Roll back what ``raw`` (SQLite) left open; a connection that cannot is dropped (the
+    error on the way out is the one to report)."""
+    driver: Any = raw.dbapi_connection
+    if driver is None or not driver.in_transaction:
+        return
+    try:
+        driver.rollback()
+    except Exception:
+        raw.invalidate()
 
 
 def _task_end_params(b: StepBatch) -> dict[str, Any]:
