@@ -1786,14 +1786,12 @@ class _StepUpsert:
             },
         ).inline()
         sql = stmt.compile(dialect=dialect, column_keys=list(_STEP_COLUMNS)).string
-        self.processors = [
-            _sqlite_fast(
-                table.c[c].type, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-            )
-            if dialect.name == "sqlite"
-            else table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-            for c in _STEP_COLUMNS
-        ]
+        types = [table.c[c].type for c in _STEP_COLUMNS]
+        procs = [t.dialect_impl(dialect).bind_processor(dialect) for t in types]
+        if dialect.name == "sqlite":
+            procs = [_sqlite_fast(t, p) for t, p in zip(types, procs, strict=True)]
+        self.columns = list(zip(_STEP_COLUMNS, procs, strict=True))
+        """Each column with its bind processor (SQLite's executemany)."""
         head, _, rest = sql.partition(" VALUES ")
         tail = rest[rest.index(") ON CONFLICT") + 1 :]
         self.postgres = dialect.name == "postgresql"
@@ -1819,11 +1817,10 @@ class _StepUpsert:
         if self.postgres:
             cursor.execute(self.sql, [_pg_rows(rows)], prepare=_prepare(cursor))
         else:
-            columns = list(zip(_STEP_COLUMNS, self.processors, strict=True))
             cursor.executemany(
                 self.sql,
                 [
-                    tuple([r[c] if proc is None else proc(r[c]) for c, proc in columns])
+                    tuple([r[c] if proc is None else proc(r[c]) for c, proc in self.columns])
                     for r in rows
                 ],
             )
