@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env
+from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env, why
 
 needs_model = pytest.mark.skipif(not LOCAL_EXTRA, reason=NO_LOCAL_EXTRA)
 
@@ -20,7 +20,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 @needs_model
 def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     done = cli(env, "run", "--example", "sales-report", "--wait", "--auto-approve", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, why(done)
     result = json.loads(done.stdout)
     assert result["task"]["status"] == "succeeded"
     steps = {s["step_id"]: s for s in result["steps"]}
@@ -43,7 +43,7 @@ def test_bundled_example_runs_end_to_end(env: dict[str, str], tmp_path: Path) ->
 @needs_model
 def test_park_approve_and_inspect(env: dict[str, str]) -> None:
     done = cli(env, "run", "--example", "sales-report", "--wait", "--json")
-    assert done.returncode == 3, done.stderr  # not finished: awaiting approval
+    assert done.returncode == 3, why(done)  # not finished: awaiting approval
     task_id = json.loads(done.stdout)["task"]["task_id"]
     status = cli(env, "status", task_id, "--json")
     assert status.returncode == 3
@@ -80,7 +80,7 @@ def test_reject_stores_feedback(env: dict[str, str], tmp_path: Path) -> None:
         )
     )
     parked = cli(env, "run", "--plan", str(wf), "--wait", "--json")
-    assert parked.returncode == 3, parked.stderr  # a side effect waits for approval
+    assert parked.returncode == 3, why(parked)  # a side effect waits for approval
     task_id = json.loads(parked.stdout)["task"]["task_id"]
     done = cli(env, "reject", task_id, "--comment", "wrong quarter")
     assert done.returncode == 0, done.stderr
@@ -238,7 +238,7 @@ def test_plan_and_run_a_plain_language_request(env: dict[str, str], tmp_path: Pa
     assert ended["status"] == "needs_clarification"
 
     ran = cli(env, "run", "Summarize docs/contract.md in 40 words", "--wait", "--json")
-    assert ran.returncode == 3, ran.stderr  # parked for a person's review
+    assert ran.returncode == 3, why(ran)  # parked for a person's review
     result = json.loads(ran.stdout)
     assert result["task"]["request"] == "Summarize docs/contract.md in 40 words"
     assert result["task"]["status"] == "awaiting_approval"

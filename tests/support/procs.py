@@ -64,6 +64,19 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
     )
 
 
+def why(done: subprocess.CompletedProcess[str]) -> str:
+    """An assertion message for a CLI run: its task's error and its steps' errors (a whole
+    ``--json`` result is cut short in a failure's report), then its stderr."""
+    try:
+        result = json.loads(done.stdout)
+        task = result["task"]
+        errors = [f"{s['step_id']}: {s['status']} {s.get('error')}" for s in result["steps"]]
+        said = f"task {task['status']}: {task.get('error')}; steps: {errors}; llm: {result['llm']}"
+    except (ValueError, KeyError, TypeError):
+        said = done.stdout[-2000:]
+    return f"{said}\nstderr: {done.stderr[-2000:]}"
+
+
 class Worker:
     """An ``orchestrator worker`` process."""
 
