@@ -9,7 +9,7 @@ import pytest
 
 from intelligent_orchestrator.domain.models import ChannelVariant
 from intelligent_orchestrator.formatting import variant_problems
-from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env
+from tests.support.procs import LOCAL_EXTRA, NO_LOCAL_EXTRA, cli, orchestrator_env, why
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LOCAL_EXTRA, reason=NO_LOCAL_EXTRA)]
 
@@ -22,7 +22,7 @@ def test_a_marketing_request_end_to_end_on_the_embedded_model(tmp_path: Path) ->
     # about two minutes on two cores (refinement is tested exactly with scripted models).
     env = orchestrator_env(tmp_path / "home", None, ORCHESTRATOR_QUALITY__MAX_RETRIES="0")
     ran = cli(env, "run", REQUEST, "--wait", "--json", timeout=900)
-    assert ran.returncode in (0, 3), ran.stderr  # done, or parked for the review
+    assert ran.returncode in (0, 3), why(ran)  # done, or parked for the review
     result = json.loads(ran.stdout)
     task_id = result["task"]["task_id"]
     assert result["task"]["status"] == "awaiting_approval"  # no --auto-approve: a person decides
