@@ -7,8 +7,11 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +197,20 @@ def test_a_file_the_server_cannot_load_is_a_clear_error(home: Path) -> None:
     with pytest.raises(ConfigError, match=r"did not start for .*broken\.gguf"):
         local_model.local_server(broken, context_size=512)
     assert broken not in local_model._servers  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_server_process_that_dies_before_answering_is_reported_with_its_stderr() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stderr.write('out of memory\\n'); sys.exit(3)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    last: deque[str] = deque(maxlen=40)
+    drain = threading.Thread(target=local_model._drain, args=(child, last))  # pyright: ignore[reportPrivateUsage]
+    drain.start()
+    said = local_model._first_line(child, 60, drain, last)  # pyright: ignore[reportPrivateUsage]
+    assert said == {"error": "exit code 3: out of memory"}
 
 
 async def run(tool: Any, ctx: ToolContext, **args: Any) -> dict[str, Any]:

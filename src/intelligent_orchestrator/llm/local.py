@@ -178,10 +178,12 @@ def local_server(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # (a Ctrl-C is its parent's to handle; it exits with it)
         )
-        said_before: deque[str] = deque(maxlen=40)
-        threading.Thread(target=_drain, args=(child, said_before), daemon=True).start()
-        said = _first_line(child, START_TIMEOUT, said_before)
+        last: deque[str] = deque(maxlen=40)
+        drain = threading.Thread(target=_drain, args=(child, last), daemon=True)
+        drain.start()
+        said = _first_line(child, START_TIMEOUT, drain, last)
         if "url" not in said:
             child.kill()
             child.wait()
@@ -202,7 +204,7 @@ def local_server(
 
 
 def _first_line(
-    child: subprocess.Popen[bytes], timeout: float, stderr: deque[str]
+    child: subprocess.Popen[bytes], timeout: float, drain: threading.Thread, stderr: deque[str]
 ) -> dict[str, Any]:
     """What the child says once its server listens (or why it could not start)."""
     assert child.stdout is not None
@@ -217,7 +219,7 @@ def _first_line(
     if child.poll() is None:
         return {"error": f"no answer after {timeout:g} s"}
     child.wait()
-    time.sleep(0.1)  # (the drain's last lines)
+    drain.join(timeout=5)  # (its last lines: the pipe ends with the child)
     tail = "\n".join(stderr)[-2000:].strip()
     return {"error": f"exit code {child.returncode}: {tail or line.decode(errors='replace')}"}
 
@@ -236,7 +238,8 @@ def serving(base_url: str) -> bool:
     """Whether a server this process started still serves ``base_url`` (a client built for
     one that died is built again, for the server started in its place)."""
     root = base_url.rstrip("/")
-    return any(info.base_url == root and child.poll() is None for info, child in _servers.values())
+    running = list(_servers.values())  # (a snapshot: another thread may start a server)
+    return any(info.base_url == root and child.poll() is None for info, child in running)
 
 
 def stop_servers() -> None:
