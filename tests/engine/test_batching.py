@@ -53,6 +53,19 @@ async def park(orch: Orchestrator, n: int) -> list[str]:
     return ids
 
 
+async def outcomes(workflow_ids: list[str]) -> list[Any]:
+    """The workflows' DBOS statuses once none is pending any more (or after 10 s): a run's
+    workflow records its outcome just after the task's end is durable, which ``wait`` sees."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = await DBOS.list_workflows_async(workflow_ids=workflow_ids)
+        if time.monotonic() > deadline or all(
+            w.status not in ("PENDING", "ENQUEUED") for w in found
+        ):
+            return found
+        await asyncio.sleep(0.05)
+
+
 async def test_approvals_arriving_together_resume_as_one(
     orch: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,7 +103,7 @@ async def test_a_lone_approval_keeps_its_own_workflow(orch: Orchestrator) -> Non
     (tid,) = await park(orch, 1)
     await orch.approve(tid)
     assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
-    (status,) = await asyncio.to_thread(DBOS.list_workflows, workflow_ids=[f"{tid}:g1"])
+    (status,) = await outcomes([f"{tid}:g1"])
     assert (status.name, status.status) == (TASK_WORKFLOW, "SUCCESS")
 
 
@@ -297,7 +310,7 @@ def test_a_batch_stopped_with_its_process_is_resumed_when_the_executor_restarts(
             for t in ids:
                 assert (await again.wait(t, timeout=60)).task.status is TaskStatus.SUCCEEDED
                 assert runs(ws, t) == ["a", "b", "b"]  # a was durable; b ran again
-            (after,) = await asyncio.to_thread(DBOS.list_workflows, workflow_ids=[batch])
+            (after,) = await outcomes([batch])
             assert after.status == "SUCCESS"
         finally:
             await again.close()
@@ -366,12 +379,7 @@ async def test_approvals_on_a_process_that_works_the_queue_are_decided_together(
         assert {t.status for t in tasks} <= {TaskStatus.QUEUED, TaskStatus.RUNNING}
         for tid in ids:
             assert (await orch.wait(tid, timeout=60)).task.status is TaskStatus.SUCCEEDED
-        # (A run's workflow records its outcome just after the task's end is durable.)
-        for _ in range(100):
-            queued = await DBOS.list_workflows_async(workflow_ids=[f"{t}:g1" for t in ids])
-            if all(w.status == "SUCCESS" for w in queued):
-                break
-            await asyncio.sleep(0.05)
+        queued = await outcomes([f"{t}:g1" for t in ids])
         assert (
             sorted((w.name, w.queue_name, w.status) for w in queued)
             == [(TASK_WORKFLOW, "tasks", "SUCCESS")] * 3
