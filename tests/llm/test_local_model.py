@@ -7,11 +7,9 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -200,17 +198,14 @@ def test_a_file_the_server_cannot_load_is_a_clear_error(home: Path) -> None:
 
 
 def test_a_server_process_that_dies_before_answering_is_reported_with_its_stderr() -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stderr.write('out of memory\\n'); sys.exit(3)"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    last: deque[str] = deque(maxlen=40)
-    drain = threading.Thread(target=local_model._drain, args=(child, last))  # pyright: ignore[reportPrivateUsage]
-    drain.start()
-    said = local_model._first_line(child, 60, drain, last)  # pyright: ignore[reportPrivateUsage]
+    dies = "import sys; sys.stderr.write('out of memory\\n'); sys.exit(3)"
+    child, said = local_model._spawn([sys.executable, "-c", dies], 60)  # pyright: ignore[reportPrivateUsage]
     assert said == {"error": "exit code 3: out of memory"}
+    assert child.returncode == 3
+
+    silent, said = local_model._spawn([sys.executable, "-c", "import time; time.sleep(60)"], 0.5)  # pyright: ignore[reportPrivateUsage]
+    assert said == {"error": "no answer after 0.5 s"}
+    assert silent.returncode is not None  # killed, not left behind
 
 
 async def run(tool: Any, ctx: ToolContext, **args: Any) -> dict[str, Any]:

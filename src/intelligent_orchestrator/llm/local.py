@@ -173,20 +173,8 @@ def local_server(
             "threads": threads or os.cpu_count() or 1,
         }
         t0 = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, str(_CHILD), json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # (a Ctrl-C is its parent's to handle; it exits with it)
-        )
-        last: deque[str] = deque(maxlen=40)
-        drain = threading.Thread(target=_drain, args=(child, last), daemon=True)
-        drain.start()
-        said = _first_line(child, START_TIMEOUT, drain, last)
+        child, said = _spawn([sys.executable, str(_CHILD), json.dumps(spec)], START_TIMEOUT)
         if "url" not in said:
-            child.kill()
-            child.wait()
             raise ConfigError(
                 f"the embedded model's server did not start for {model_path}: "
                 f"{said.get('error', said)}",
@@ -201,6 +189,27 @@ def local_server(
         logger.info("embedded model loaded", extra={"seconds": round(info.load_seconds, 2)})
         _servers[model_path] = (info, child)
         return info
+
+
+def _spawn(argv: list[str], timeout: float) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start a server process and read what it says first: ``{"url": ...}`` once it listens,
+    else ``{"error": ...}`` (then the process is gone: it failed, or it was killed for
+    saying nothing within ``timeout`` seconds)."""
+    child = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # (a Ctrl-C is its parent's to handle; it exits with it)
+    )
+    last: deque[str] = deque(maxlen=40)
+    drain = threading.Thread(target=_drain, args=(child, last), daemon=True)
+    drain.start()
+    said = _first_line(child, timeout, drain, last)
+    if "url" not in said:
+        child.kill()
+        child.wait()
+    return child, said
 
 
 def _first_line(
