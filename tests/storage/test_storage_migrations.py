@@ -9,12 +9,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus
+from intelligent_orchestrator.domain.models import ExecutionPlan, StepStatus, TaskStatus
 from intelligent_orchestrator.settings import Settings
 from intelligent_orchestrator.storage import (
     StepBatch,
     StepUpdate,
     Store,
+    TaskUpdate,
     create_engine,
     current_revision,
     head_revision,
@@ -26,6 +27,7 @@ from intelligent_orchestrator.storage.tables import Base
 EXPECTED_TABLES = {
     "tasks",
     "step_runs",
+    "step_ends",
     "approvals",
     "feedback",
     "artifacts",
@@ -97,6 +99,38 @@ def test_step_rows_are_updated_in_place_with_one_index_less(empty_engine: sa.Eng
     assert [(r.step_id, r.status) for r in store.step_runs(task.task_id)] == [
         ("a", StepStatus.SUCCEEDED)
     ]
+
+
+def test_downgrading_below_step_ends_keeps_the_step_rows_waiting_there(
+    empty_engine: sa.Engine,
+) -> None:
+    """0005: a finished task's last step rows that wait in step_ends (Postgres) are moved
+    into step_runs by a downgrade, not dropped with the table."""
+    upgrade(empty_engine)
+    store = Store(empty_engine)
+    task = store.create_task(
+        ExecutionPlan.model_validate({"steps": [{"id": "a", "tool": "noop"}]}), executor_id="x"
+    )
+    update = StepUpdate(step_id="a", tool="noop", status=StepStatus.RUNNING, attempt=1)
+    store.write_batch([StepBatch(task_id=task.task_id, executor_id="x", updates=[update])])
+    store.write_batch(
+        [
+            StepBatch(
+                task_id=task.task_id,
+                executor_id="x",
+                updates=[replace(update, status=StepStatus.SUCCEEDED)],
+                task=TaskUpdate(status=TaskStatus.SUCCEEDED),
+            )
+        ]
+    )
+    with empty_engine.connect() as conn:
+        waiting = conn.exec_driver_sql("SELECT count(*) FROM step_ends").scalar_one()
+    assert waiting == (1 if empty_engine.dialect.name == "postgresql" else 0)
+    downgrade(empty_engine, "0004")
+    assert "step_ends" not in _tables(empty_engine)
+    with empty_engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT step_id, status FROM step_runs").all()
+    assert rows == [("a", "succeeded")]
 
 
 def test_downgrade_to_base_removes_every_table(empty_engine: sa.Engine) -> None:

@@ -501,6 +501,79 @@ def test_write_batch_many_tasks_in_one_transaction(store: Store) -> None:
     assert store.write_batch([]) == []
 
 
+def _kept_step_ends(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT task_id FROM step_ends ORDER BY id").scalars())
+
+
+def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
+    store: Store, backend: str
+) -> None:
+    """On Postgres the commit that finishes a task keeps its steps' rows as one row of
+    step_ends; the next commit, a read of the task's steps, or an engine's start moves them
+    into step_runs. On SQLite they are upserted in place. Either way a read sees them."""
+    started = utcnow()
+    for task_id in ("t1", "t2", "t3"):
+        store.create_task(PLAN, task_id=task_id, executor_id="ex-1")
+    load = StepUpdate(
+        step_id="load",
+        tool="query_data",
+        status=StepStatus.RUNNING,
+        attempt=1,
+        inputs={"sql": "SELECT 1"},
+        started_at=started,
+        executor_id="ex-1",
+    )
+    store.write_batch(
+        [StepBatch(task_id=t, executor_id="ex-1", updates=[load]) for t in ("t1", "t2")]
+    )
+    ends = [
+        replace(load, status=StepStatus.SUCCEEDED, inputs=None, output={"rows": [1]}),
+        StepUpdate(step_id="draw", tool="chart", status=StepStatus.FAILED, error="no rows"),
+    ]
+    failed = TaskUpdate(status=TaskStatus.FAILED, fields={"finished_at": utcnow()})
+    assert store.write_batch(
+        [StepBatch(task_id=t, executor_id="ex-1", updates=ends, task=failed) for t in ("t1", "t2")]
+    ) == [Written.APPLIED, Written.APPLIED]
+    postgres = backend == "postgres"
+    assert _kept_step_ends(store) == (["t1", "t2"] if postgres else [])
+
+    def steps(task_id: str) -> list[tuple[str, StepStatus, Any, Any, str | None]]:
+        return [
+            (r.step_id, r.status, r.inputs, r.output, r.error) for r in store.step_runs(task_id)
+        ]
+
+    expected = [
+        ("load", StepStatus.SUCCEEDED, {"sql": "SELECT 1"}, {"rows": [1]}, None),
+        ("draw", StepStatus.FAILED, None, None, "no rows"),
+    ]
+    assert steps("t1") == expected  # (the read moved t1's, and only t1's)
+    assert _kept_step_ends(store) == (["t2"] if postgres else [])
+    # the store's next commit moves the rest
+    store.write_batch([StepBatch(task_id="t3", executor_id="ex-1", updates=[load])])
+    assert _kept_step_ends(store) == []
+    with store.engine.connect() as conn:
+        moved = conn.exec_driver_sql(
+            "SELECT step_id, status, executor_id FROM step_runs WHERE task_id = 't2' ORDER BY id"
+        ).all()
+    assert moved == [("load", "succeeded", "ex-1"), ("draw", "failed", None)]
+    assert steps("t2") == expected
+    # rows a stopped process left are moved when an engine starts (Store.prepare)
+    store.write_batch([StepBatch(task_id="t3", executor_id="ex-1", updates=ends, task=failed)])
+    assert _kept_step_ends(store) == (["t3"] if postgres else [])
+    Store(store.engine).prepare()
+    assert _kept_step_ends(store) == []
+    with store.engine.connect() as conn:
+        statuses = (
+            conn.exec_driver_sql("SELECT status FROM step_runs WHERE task_id = 't3' ORDER BY id")
+            .scalars()
+            .all()
+        )
+    assert statuses == ["succeeded", "failed"]
+    store.move_unmoved()  # (the first store's own record of them: nothing left to move)
+    assert steps("t3") == expected
+
+
 def test_a_batch_of_an_executor_that_no_longer_holds_its_task_is_not_written(
     store: Store,
 ) -> None:
@@ -641,12 +714,12 @@ def test_a_failed_step_commit_raises_sqlalchemys_error_and_marks_a_lost_connecti
 def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prepares_none(
     settings: Settings, backend: str
 ) -> None:
-    """On Postgres the holders check, the step upsert and the task end are server-side
-    prepared at their first use on a connection; a connection set to prepare nothing (for a
-    transaction-pooling PgBouncer) prepares none of them."""
+    """On Postgres the holders check, the step upsert, the finished task's kept step rows and
+    the task end are server-side prepared at their first use on a connection; a connection
+    set to prepare nothing (for a transaction-pooling PgBouncer) prepares none of them."""
     if backend != "postgres":
         pytest.skip("prepared statements are Postgres's")
-    for threshold, expected in ((5, 3), (None, 0)):
+    for threshold, expected in ((5, 4), (None, 0)):
         engine = create_engine(
             settings.app_database_url,
             pool_size=1,
@@ -657,7 +730,11 @@ def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prep
             upgrade(engine)
             store = Store(engine)
             store.create_task(PLAN, task_id="t", executor_id="ex-1")
-            update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED)
+            update = StepUpdate(step_id="load", tool="noop", status=StepStatus.RUNNING)
+            assert store.write_batch(
+                [StepBatch(task_id="t", executor_id="ex-1", updates=[update])]
+            ) == [Written.WRITTEN]
+            update = replace(update, status=StepStatus.SUCCEEDED)
             end = TaskUpdate(status=TaskStatus.SUCCEEDED, fields={"finished_at": utcnow()})
             assert store.write_batch(
                 [StepBatch(task_id="t", executor_id="ex-1", updates=[update], task=end)]
@@ -671,7 +748,9 @@ def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prep
             mine = [
                 p
                 for p in prepared
-                if "FOR SHARE" in p or "INSERT INTO step_runs" in p or "UPDATE tasks" in p
+                if "FOR SHARE" in p
+                or p.startswith(("INSERT INTO step_runs", "INSERT INTO step_ends"))
+                or "UPDATE tasks" in p
             ]
             assert len(mine) == expected, (threshold, prepared)
             with engine.begin() as conn:

@@ -582,6 +582,7 @@ class EngineHost:
                 self.executor_id,
             )
             await asyncio.to_thread(self._register)
+        await asyncio.to_thread(self.store.move_unmoved)
         expired = await asyncio.to_thread(self.store.expire_approvals)
         if expired:
             logger.info("approvals expired", extra={"tasks": expired})

@@ -293,6 +293,9 @@ class Store:
         self._kept: list[PoolProxiedConnection] = []
         self._kept_lock = threading.Lock()
         self._closed = False
+        # Tasks whose last step rows this store's commits left in step_ends (Postgres): the
+        # next commit moves them into step_runs (see write_batch).
+        self._unmoved: set[str] = set()
 
     def session(self) -> Session:
         """A session for writes (open it with ``s.begin()``)."""
@@ -500,6 +503,7 @@ class Store:
 
     # Step runs ---------------------------------------------------------------------------
     def step_runs(self, task_id: str) -> list[StepRun]:
+        self.move_step_ends([task_id])  # (then this read sees them where they belong)
         with self.read() as s:
             rows = s.scalars(
                 sa.select(StepRunRow).where(StepRunRow.task_id == task_id).order_by(StepRunRow.id)
@@ -589,6 +593,14 @@ class Store:
         with an ``executor_id`` is written only while that executor holds its task (checked,
         on Postgres with the task rows locked, in the same transaction: a claim by another
         executor waits for this commit, or this commit sees it).
+
+        On Postgres the step rows of a task this commit finishes (succeeded, failed, rejected)
+        go instead as one row of JSON text into ``step_ends``, which the server writes in a
+        fraction of the time of the rows' upsert (on a slow VM 0.15 against 0.9 ms for a
+        50-wide fan-out's 52 rows; the task's end is reported when this commit is durable).
+        Nothing writes a finished task's steps again, and every read of its steps
+        (``step_runs``) first moves them into ``step_runs``; so does this store's next
+        commit, and an engine's start (``prepare``) moves whatever a stopped process left.
         """
         creates = [_task_row(b.create) for b in batches if b.create is not None]
         if (
@@ -635,10 +647,14 @@ class Store:
                     cursor = raw.cursor()
                     if sqlite:
                         cursor.execute("BEGIN IMMEDIATE")
-                    results = self._write(cursor, batches, creates)
+                    ended: list[str] = []
+                    results = self._write(cursor, batches, creates, ended)
                     committing = True
                     raw.commit()
                     written = True
+                    if ended:
+                        with self._kept_lock:
+                            self._unmoved.update(ended)
                     return results
                 finally:
                     if not written and sqlite:
@@ -654,10 +670,15 @@ class Store:
                 raw.close()  # (back to the pool, which rolls back what was not committed)
 
     def _write(
-        self, cursor: Any, batches: Sequence[StepBatch], creates: list[dict[str, Any]]
+        self,
+        cursor: Any,
+        batches: Sequence[StepBatch],
+        creates: list[dict[str, Any]],
+        ended: list[str],
     ) -> list[Written]:
         """``write_batch``'s statements, on a driver cursor in an open transaction: compiled
-        once each (``_DriverStatement``), and on Postgres prepared at their first use."""
+        once each (``_DriverStatement``), and on Postgres prepared at their first use.
+        ``ended`` gets the tasks whose step rows went to ``step_ends``."""
         postgres = self._upsert_steps.postgres
         if creates:
             insert = self._create_statement(tuple(creates[0]))
@@ -672,7 +693,21 @@ class Store:
                 [done_.params({"e_key": k, "e_receipt": r, "e_at": now}) for k, r in effects],
             )
         if rows := [_step_values(b.task_id, u) for b in live for u in b.updates]:
-            self._upsert_steps.run(cursor, _last_per_step(rows))
+            rows = _last_per_step(rows)
+            if postgres:
+                finished = {
+                    b.task_id for b in live if b.task is not None and b.task.status.finished
+                }
+                if finished:
+                    by_task: dict[str, list[dict[str, Any]]] = {}
+                    for r in rows:
+                        if r["task_id"] in finished:
+                            by_task.setdefault(r["task_id"], []).append(r)
+                    rows = [r for r in rows if r["task_id"] not in finished]
+                    self._upsert_steps.log(cursor, by_task)
+                    ended += by_task
+            if rows:
+                self._upsert_steps.run(cursor, rows)
         if artifacts := [(b.task_id, a) for b in live for a in b.artifacts]:
             add = self._statement(
                 ("artifact",), lambda: (sa.insert(ArtifactRow).inline(), _ARTIFACT_KEYS)
@@ -699,6 +734,12 @@ class Store:
                     cursor.execute(end.sql, params)
                 done = cursor.rowcount > 0
             results.append(Written.APPLIED if done else Written.WRITTEN)
+        if postgres and self._unmoved:
+            with self._kept_lock:
+                moving, self._unmoved = self._unmoved, set()
+            # (If this fails, so does the commit, and the journal writes its tasks again one
+            # by one, without these: they stay in step_ends for a read or a start to move.)
+            cursor.execute(self._upsert_steps.move_sql, [sorted(moving)], prepare=_prepare(cursor))
         return results
 
     def _kept_connection(self) -> PoolProxiedConnection | None:
@@ -724,6 +765,25 @@ class Store:
         self._create_statement(keys)
         for fields in _USUAL_TASK_ENDS:
             self._task_end_statement(fields)
+        self.move_step_ends(None)  # (what a process that stopped left in step_ends)
+
+    def move_step_ends(self, task_ids: Sequence[str] | None) -> None:
+        """Move the step rows waiting in ``step_ends`` for ``task_ids`` (None: every task)
+        into ``step_runs`` (Postgres; elsewhere there are none). A read of a task's steps
+        does this first; it writes nothing when nothing waits. Two movers of the same rows
+        take turns: the second finds them gone."""
+        if not self._upsert_steps.postgres or task_ids == []:
+            return
+        sql = self._upsert_steps.move_all_sql if task_ids is None else self._upsert_steps.move_sql
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sql, () if task_ids is None else (list(task_ids),))
+
+    def move_unmoved(self) -> None:
+        """Move what this store's commits left in ``step_ends`` and no commit has moved since
+        (an engine's lease round calls this: a process whose last commit ended tasks)."""
+        with self._kept_lock:
+            moving, self._unmoved = self._unmoved, set()
+        self.move_step_ends(sorted(moving))
 
     def _create_statement(self, keys: tuple[str, ...]) -> _DriverStatement:
         return self._statement(("create", keys), lambda: (sa.insert(TaskRow), keys))
@@ -1809,6 +1869,23 @@ class _StepUpsert:
                 f"{head} SELECT {cols} FROM json_to_recordset(%s::json) AS v({record})"
                 f" WHERE true{tail}"
             )
+            # A finished task's rows, kept as JSON text in step_ends (one row per task), and
+            # their move into step_runs: the latest kept row of a step wins, and steps new to
+            # step_runs are added in the order they were kept.
+            # (The server takes the text as it is: parsing it as JSON here, or splitting one
+            # document per commit, cost 0.05-0.2 ms more for a fan-out's 16 kB.)
+            self.log_sql = "INSERT INTO step_ends (task_id, rows) VALUES (%s, %s)"
+            names = ", ".join((*_STEP_COLUMNS, "n"))
+            move = (
+                "WITH moved AS (DELETE FROM step_ends{where} RETURNING id, rows), "
+                "v AS (SELECT DISTINCT ON (r.task_id, r.step_id) moved.id AS end_id, r.* "
+                f"FROM moved, ROWS FROM (json_to_recordset(moved.rows::json) AS ({record})) "
+                f"WITH ORDINALITY AS r({names}) "
+                "ORDER BY r.task_id, r.step_id, moved.id DESC, r.n DESC) "
+                f"{head} SELECT {cols} FROM v ORDER BY end_id, n{tail}"
+            )
+            self.move_sql = move.format(where=" WHERE task_id = ANY(%s)")
+            self.move_all_sql = move.format(where="")
         else:
             self.sql = sql
 
@@ -1824,6 +1901,15 @@ class _StepUpsert:
                     for r in rows
                 ],
             )
+
+    def log(self, cursor: Any, by_task: dict[str, list[dict[str, Any]]]) -> None:
+        """Keep finished tasks' step rows (each task's ``_last_per_step``) in step_ends
+        (Postgres)."""
+        kept = [(task_id, _pg_rows(rows)) for task_id, rows in by_task.items()]
+        if len(kept) == 1:
+            cursor.execute(self.log_sql, kept[0], prepare=_prepare(cursor))
+        else:
+            cursor.executemany(self.log_sql, kept)
 
 
 def _sqlite_fast(type_: Any, proc: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:

@@ -66,6 +66,20 @@ class StepRunRow(Base):
     executor_id: Mapped[str | None] = mapped_column(sa.String(100))
 
 
+class StepEndsRow(Base):
+    """The step rows of a finished task's last commit, on Postgres, until they are moved into
+    ``step_runs`` (see ``Store.write_batch``): one row of JSON text, written in the commit that
+    ends the task instead of one upsert per step, the task's end reported sooner. Reading a
+    task's steps moves them first; so does the journal's next commit."""
+
+    __tablename__ = "step_ends"
+    __table_args__ = (sa.Index("ix_step_ends_task", "task_id"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.task_id", ondelete="CASCADE"))
+    rows: Mapped[str] = mapped_column(sa.Text)
+
+
 class ApprovalRow(Base):
     __tablename__ = "approvals"
 
