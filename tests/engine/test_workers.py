@@ -30,6 +30,7 @@ def submit(env: dict[str, str], path: Path, workflow: dict) -> str:
 
 
 def executors_of(store: Store, task_id: str) -> set[str]:
+    store.move_step_ends([task_id])  # (a finished task's last rows, as Store.step_runs does)
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT DISTINCT executor_id FROM step_runs WHERE task_id = %s"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ from intelligent_orchestrator.storage import (
     current_revision,
     head_revision,
     upgrade,
+    utcnow,
 )
 from intelligent_orchestrator.storage.db import downgrade
 from intelligent_orchestrator.storage.tables import Base
@@ -111,14 +113,25 @@ def test_downgrading_below_step_ends_keeps_the_step_rows_waiting_there(
     task = store.create_task(
         ExecutionPlan.model_validate({"steps": [{"id": "a", "tool": "noop"}]}), executor_id="x"
     )
-    update = StepUpdate(step_id="a", tool="noop", status=StepStatus.RUNNING, attempt=1)
+    update = StepUpdate(
+        step_id="a",
+        tool="noop",
+        status=StepStatus.RUNNING,
+        attempt=1,
+        inputs={"n": 1},
+        started_at=utcnow(),
+        executor_id="x",
+    )
     store.write_batch([StepBatch(task_id=task.task_id, executor_id="x", updates=[update])])
+    ended = replace(
+        update, status=StepStatus.SUCCEEDED, inputs=None, started_at=None, executor_id=None
+    )
     store.write_batch(
         [
             StepBatch(
                 task_id=task.task_id,
                 executor_id="x",
-                updates=[replace(update, status=StepStatus.SUCCEEDED)],
+                updates=[ended, StepUpdate(step_id="b", tool="noop", status=StepStatus.SKIPPED)],
                 task=TaskUpdate(status=TaskStatus.SUCCEEDED),
             )
         ]
@@ -129,8 +142,15 @@ def test_downgrading_below_step_ends_keeps_the_step_rows_waiting_there(
     downgrade(empty_engine, "0004")
     assert "step_ends" not in _tables(empty_engine)
     with empty_engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT step_id, status FROM step_runs").all()
-    assert rows == [("a", "succeeded")]
+        rows = conn.exec_driver_sql(
+            "SELECT step_id, status, executor_id, started_at IS NOT NULL FROM step_runs ORDER BY id"
+        ).all()
+        inputs = conn.exec_driver_sql("SELECT inputs FROM step_runs ORDER BY id").scalars().all()
+    assert [tuple(r) for r in rows] == [
+        ("a", "succeeded", "x", True),
+        ("b", "skipped", None, False),
+    ]
+    assert [json.loads(i) if isinstance(i, str) else i for i in inputs] == [{"n": 1}, None]
 
 
 def test_downgrade_to_base_removes_every_table(empty_engine: sa.Engine) -> None:

@@ -510,10 +510,11 @@ def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
     store: Store, backend: str
 ) -> None:
     """On Postgres the commit that finishes a task keeps its steps' rows as one row of
-    step_ends; the next commit, a read of the task's steps, or an engine's start moves them
-    into step_runs. On SQLite they are upserted in place. Either way a read sees them."""
+    step_ends; a read of the task's steps, the store's next commit, its ``move_unmoved`` or an
+    engine's start moves them into step_runs. On SQLite they are upserted in place. Either
+    way a read sees them, with what the running rows held (inputs, start, executor)."""
     started = utcnow()
-    for task_id in ("t1", "t2", "t3"):
+    for task_id in ("t1", "t2", "t3", "t4"):
         store.create_task(PLAN, task_id=task_id, executor_id="ex-1")
     load = StepUpdate(
         step_id="load",
@@ -528,13 +529,18 @@ def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
         [StepBatch(task_id=t, executor_id="ex-1", updates=[load]) for t in ("t1", "t2")]
     )
     ends = [
+        StepUpdate(step_id="zeta", tool="noop", status=StepStatus.SKIPPED, error="not run"),
         replace(load, status=StepStatus.SUCCEEDED, inputs=None, output={"rows": [1]}),
         StepUpdate(step_id="draw", tool="chart", status=StepStatus.FAILED, error="no rows"),
     ]
     failed = TaskUpdate(status=TaskStatus.FAILED, fields={"finished_at": utcnow()})
-    assert store.write_batch(
-        [StepBatch(task_id=t, executor_id="ex-1", updates=ends, task=failed) for t in ("t1", "t2")]
-    ) == [Written.APPLIED, Written.APPLIED]
+
+    def finish(*task_ids: str) -> list[Written]:
+        return store.write_batch(
+            [StepBatch(task_id=t, executor_id="ex-1", updates=ends, task=failed) for t in task_ids]
+        )
+
+    assert finish("t1", "t2") == [Written.APPLIED, Written.APPLIED]
     postgres = backend == "postgres"
     assert _kept_step_ends(store) == (["t1", "t2"] if postgres else [])
 
@@ -543,35 +549,96 @@ def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
             (r.step_id, r.status, r.inputs, r.output, r.error) for r in store.step_runs(task_id)
         ]
 
-    expected = [
+    def stored(task_id: str) -> list[tuple[Any, ...]]:
+        with store.engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.exec_driver_sql(
+                    "SELECT step_id, status, executor_id, started_at IS NOT NULL FROM step_runs "
+                    f"WHERE task_id = '{task_id}' ORDER BY id"
+                )
+            ]
+
+    moved = [  # (the steps new to step_runs in the order the task's end kept them)
+        ("load", "succeeded", "ex-1", True),
+        ("zeta", "skipped", None, False),
+        ("draw", "failed", None, False),
+    ]
+    assert steps("t1") == [
         ("load", StepStatus.SUCCEEDED, {"sql": "SELECT 1"}, {"rows": [1]}, None),
+        ("zeta", StepStatus.SKIPPED, None, None, "not run"),
         ("draw", StepStatus.FAILED, None, None, "no rows"),
     ]
-    assert steps("t1") == expected  # (the read moved t1's, and only t1's)
-    assert _kept_step_ends(store) == (["t2"] if postgres else [])
+    assert stored("t1") == moved
+    assert _kept_step_ends(store) == (["t2"] if postgres else [])  # (the read moved t1's only)
     # the store's next commit moves the rest
     store.write_batch([StepBatch(task_id="t3", executor_id="ex-1", updates=[load])])
     assert _kept_step_ends(store) == []
-    with store.engine.connect() as conn:
-        moved = conn.exec_driver_sql(
-            "SELECT step_id, status, executor_id FROM step_runs WHERE task_id = 't2' ORDER BY id"
-        ).all()
-    assert moved == [("load", "succeeded", "ex-1"), ("draw", "failed", None)]
-    assert steps("t2") == expected
-    # rows a stopped process left are moved when an engine starts (Store.prepare)
-    store.write_batch([StepBatch(task_id="t3", executor_id="ex-1", updates=ends, task=failed)])
+    assert stored("t2") == moved
+    # so does move_unmoved (an engine's lease round, and its stop)
+    finish("t3")
     assert _kept_step_ends(store) == (["t3"] if postgres else [])
-    Store(store.engine).prepare()
+    store.move_unmoved()
     assert _kept_step_ends(store) == []
-    with store.engine.connect() as conn:
-        statuses = (
-            conn.exec_driver_sql("SELECT status FROM step_runs WHERE task_id = 't3' ORDER BY id")
-            .scalars()
-            .all()
-        )
-    assert statuses == ["succeeded", "failed"]
-    store.move_unmoved()  # (the first store's own record of them: nothing left to move)
-    assert steps("t3") == expected
+    assert stored("t3") == moved
+    # what another process left is moved when an engine starts (Store.prepare)
+    other = Store(store.engine)
+    assert other.write_batch(
+        [StepBatch(task_id="t4", executor_id="ex-1", updates=ends, task=failed)]
+    ) == [Written.APPLIED]
+    assert _kept_step_ends(store) == (["t4"] if postgres else [])
+    store.prepare()
+    assert _kept_step_ends(store) == []
+    assert [r[:2] for r in stored("t4")] == [
+        ("zeta", "skipped"),
+        ("load", "succeeded"),
+        ("draw", "failed"),
+    ]
+
+
+def test_finished_step_rows_postgres_would_refuse_fail_their_commit_and_a_failed_move_fails_none(
+    store: Store, backend: str
+) -> None:
+    """A finished task's step row that step_runs would refuse (a NUL character, a step id too
+    long) is not kept aside to fail every later move: it is upserted, and its commit fails with
+    the database's error, as any commit of such a row does. A move that fails (rows that
+    cannot be read) leaves the commit it rides on and the other tasks' moves alone."""
+    if backend != "postgres":
+        pytest.skip("SQLite takes these rows, and keeps no step rows aside")
+    store.create_task(PLAN, task_id="t1", executor_id="ex-1")
+    failed = TaskUpdate(status=TaskStatus.FAILED)
+    for bad in (
+        StepUpdate(step_id="load", tool="noop", status=StepStatus.FAILED, error="a\x00b"),
+        StepUpdate(step_id="x" * 65, tool="noop", status=StepStatus.FAILED),
+        StepUpdate(step_id="load", tool="noop", status=StepStatus.FAILED, output={"a": "\x00"}),
+    ):
+        with pytest.raises(sa.exc.DBAPIError):
+            store.write_batch(
+                [StepBatch(task_id="t1", executor_id="ex-1", updates=[bad], task=failed)]
+            )
+        assert _kept_step_ends(store) == []
+        assert store.get_task("t1").status is TaskStatus.RUNNING
+    store.create_task(PLAN, task_id="t2", executor_id="ex-1")
+    store.create_task(PLAN, task_id="t3", executor_id="ex-1")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO step_ends (task_id, rows) VALUES ('t2', 'not json')")
+    good = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED)
+    assert store.write_batch(
+        [StepBatch(task_id="t3", executor_id="ex-1", updates=[good], task=failed)]
+    ) == [Written.APPLIED]
+    store._unmoved.add("t2")  # pyright: ignore[reportPrivateUsage]  # as if its commit had kept it
+    # the next commit tries t2's and t3's rows, fails, and is written all the same
+    assert store.write_batch([StepBatch(task_id="t1", executor_id="ex-1", updates=[good])]) == [
+        Written.WRITTEN
+    ]
+    assert [r.status for r in store.step_runs("t1")] == [StepStatus.SUCCEEDED]
+    assert sorted(_kept_step_ends(store)) == ["t2", "t3"]
+    # an engine's start moves what it can, and names what it cannot
+    assert store.move_left_step_ends() == ["t2"]
+    assert _kept_step_ends(store) == ["t2"]
+    assert [r.status for r in store.step_runs("t3")] == [StepStatus.SUCCEEDED]
+    with pytest.raises(sa.exc.DBAPIError, match="json"):
+        store.step_runs("t2")
 
 
 def test_a_batch_of_an_executor_that_no_longer_holds_its_task_is_not_written(

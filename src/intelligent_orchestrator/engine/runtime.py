@@ -563,6 +563,7 @@ class EngineHost:
             await asyncio.gather(*runs, return_exceptions=True)
         if _runtime is not None and _runtime.journal is not None:
             await _runtime.journal.drain()
+        await asyncio.to_thread(self.store.move_unmoved)  # (what its last commits kept aside)
         await asyncio.to_thread(self.store.stop_executor, self.executor_id)
         await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
         if self._sys_engine is not None:

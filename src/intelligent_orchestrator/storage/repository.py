@@ -685,6 +685,8 @@ class Store:
             cursor.executemany(insert.sql, [insert.params(c) for c in creates])
         owned = _holders_ok(cursor, postgres, [(b.task_id, b.executor_id) for b in batches])
         live = [b for b, ok in zip(batches, owned, strict=True) if ok]
+        if postgres and self._unmoved:
+            self._move_unmoved_in(cursor)
         if effects := [e for b in live for e in b.effects_done]:
             done_ = self._statement(("effects done",), _effects_done)
             now = utcnow()
@@ -703,9 +705,9 @@ class Store:
                     for r in rows:
                         if r["task_id"] in finished:
                             by_task.setdefault(r["task_id"], []).append(r)
-                    rows = [r for r in rows if r["task_id"] not in finished]
-                    self._upsert_steps.log(cursor, by_task)
-                    ended += by_task
+                    kept = set(self._upsert_steps.log(cursor, by_task))
+                    rows = [r for r in rows if r["task_id"] not in kept]
+                    ended += kept
             if rows:
                 self._upsert_steps.run(cursor, rows)
         if artifacts := [(b.task_id, a) for b in live for a in b.artifacts]:
@@ -734,12 +736,6 @@ class Store:
                     cursor.execute(end.sql, params)
                 done = cursor.rowcount > 0
             results.append(Written.APPLIED if done else Written.WRITTEN)
-        if postgres and self._unmoved:
-            with self._kept_lock:
-                moving, self._unmoved = self._unmoved, set()
-            # (If this fails, so does the commit, and the journal writes its tasks again one
-            # by one, without these: they stay in step_ends for a read or a start to move.)
-            cursor.execute(self._upsert_steps.move_sql, [sorted(moving)], prepare=_prepare(cursor))
         return results
 
     def _kept_connection(self) -> PoolProxiedConnection | None:
@@ -765,25 +761,66 @@ class Store:
         self._create_statement(keys)
         for fields in _USUAL_TASK_ENDS:
             self._task_end_statement(fields)
-        self.move_step_ends(None)  # (what a process that stopped left in step_ends)
+        self.move_left_step_ends()
 
-    def move_step_ends(self, task_ids: Sequence[str] | None) -> None:
-        """Move the step rows waiting in ``step_ends`` for ``task_ids`` (None: every task)
-        into ``step_runs`` (Postgres; elsewhere there are none). A read of a task's steps
-        does this first; it writes nothing when nothing waits. Two movers of the same rows
-        take turns: the second finds them gone."""
-        if not self._upsert_steps.postgres or task_ids == []:
+    def move_step_ends(self, task_ids: Sequence[str]) -> None:
+        """Move the step rows waiting in ``step_ends`` for ``task_ids`` into ``step_runs``
+        (Postgres; elsewhere there are none). A read of a task's steps does this first; it
+        writes nothing when nothing waits. Two movers of the same rows take turns: the second
+        finds them gone."""
+        if not self._upsert_steps.postgres or not task_ids:
             return
-        sql = self._upsert_steps.move_all_sql if task_ids is None else self._upsert_steps.move_sql
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(sql, () if task_ids is None else (list(task_ids),))
+            conn.exec_driver_sql(self._upsert_steps.move_sql, (list(task_ids),))
+
+    def move_left_step_ends(self) -> list[str]:
+        """Move every task's step rows waiting in ``step_ends`` (what a process that stopped
+        left; an engine's start calls this), task by task: a task whose rows cannot be moved
+        is logged and left, the others are moved. Returns the tasks left."""
+        if not self._upsert_steps.postgres:
+            return []
+        with self.reader.connect() as conn:
+            waiting = conn.exec_driver_sql("SELECT DISTINCT task_id FROM step_ends").scalars()
+            waiting = list(waiting)
+        left = []
+        for task_id in waiting:
+            try:
+                self.move_step_ends([task_id])
+            except DBAPIError as exc:
+                logger.error("could not move the last step rows of task %s: %s", task_id, exc.orig)
+                left.append(task_id)
+        return left
 
     def move_unmoved(self) -> None:
         """Move what this store's commits left in ``step_ends`` and no commit has moved since
-        (an engine's lease round calls this: a process whose last commit ended tasks)."""
+        (an engine calls this in its lease round and when it stops)."""
         with self._kept_lock:
             moving, self._unmoved = self._unmoved, set()
-        self.move_step_ends(sorted(moving))
+        try:
+            self.move_step_ends(sorted(moving))
+        except DBAPIError as exc:
+            logger.warning(
+                "could not move the last step rows of %d tasks now: %s", len(moving), exc.orig
+            )
+
+    def _move_unmoved_in(self, cursor: Any) -> None:
+        """``move_unmoved`` in a journal commit's transaction, under a savepoint: if the move
+        fails (a lock timeout, say), the commit goes on without it, and the rows wait in
+        ``step_ends`` for a read of their task's steps or an engine's start."""
+        with self._kept_lock:
+            moving, self._unmoved = self._unmoved, set()
+        conn = cursor.connection
+        try:
+            with conn.transaction():
+                cursor.execute(
+                    self._upsert_steps.move_sql, [sorted(moving)], prepare=_prepare(cursor)
+                )
+        except conn.DatabaseError as exc:  # (rolled back to the savepoint)
+            if conn.closed:
+                raise
+            logger.warning(
+                "could not move the last step rows of %d tasks now: %s", len(moving), exc
+            )
 
     def _create_statement(self, keys: tuple[str, ...]) -> _DriverStatement:
         return self._statement(("create", keys), lambda: (sa.insert(TaskRow), keys))
@@ -1876,16 +1913,14 @@ class _StepUpsert:
             # document per commit, cost 0.05-0.2 ms more for a fan-out's 16 kB.)
             self.log_sql = "INSERT INTO step_ends (task_id, rows) VALUES (%s, %s)"
             names = ", ".join((*_STEP_COLUMNS, "n"))
-            move = (
-                "WITH moved AS (DELETE FROM step_ends{where} RETURNING id, rows), "
+            self.move_sql = (
+                "WITH moved AS (DELETE FROM step_ends WHERE task_id = ANY(%s) RETURNING id, rows), "
                 "v AS (SELECT DISTINCT ON (r.task_id, r.step_id) moved.id AS end_id, r.* "
                 f"FROM moved, ROWS FROM (json_to_recordset(moved.rows::json) AS ({record})) "
                 f"WITH ORDINALITY AS r({names}) "
                 "ORDER BY r.task_id, r.step_id, moved.id DESC, r.n DESC) "
                 f"{head} SELECT {cols} FROM v ORDER BY end_id, n{tail}"
             )
-            self.move_sql = move.format(where=" WHERE task_id = ANY(%s)")
-            self.move_all_sql = move.format(where="")
         else:
             self.sql = sql
 
@@ -1902,14 +1937,22 @@ class _StepUpsert:
                 ],
             )
 
-    def log(self, cursor: Any, by_task: dict[str, list[dict[str, Any]]]) -> None:
+    def log(self, cursor: Any, by_task: dict[str, list[dict[str, Any]]]) -> list[str]:
         """Keep finished tasks' step rows (each task's ``_last_per_step``) in step_ends
-        (Postgres)."""
-        kept = [(task_id, _pg_rows(rows)) for task_id, rows in by_task.items()]
+        (Postgres), those the move will surely store; returns the tasks kept. (A task with a
+        row the upsert would refuse, such as a NUL character in an output, is upserted and its
+        commit fails, as before: kept unchecked, the commit would pass and every move fail.)
+        A task is finished once: it has one row in step_ends."""
+        kept = []
+        for task_id, rows in by_task.items():
+            doc = _pg_rows(rows, strict=True)
+            if doc is not None and "\\u0000" not in doc and all(map(_storable, rows)):
+                kept.append((task_id, doc))
         if len(kept) == 1:
             cursor.execute(self.log_sql, kept[0], prepare=_prepare(cursor))
-        else:
+        elif kept:
             cursor.executemany(self.log_sql, kept)
+        return [task_id for task_id, _ in kept]
 
 
 def _sqlite_fast(type_: Any, proc: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
@@ -2095,7 +2138,33 @@ _PG_TIMES = ("started_at", "finished_at")
 _PG_FLOATS = ("duration_ms", "cost")
 
 
-def _pg_rows(rows: list[dict[str, Any]]) -> str:
+def _storable(row: dict[str, Any]) -> bool:
+    """Whether step_runs takes ``row``'s names and attempt as they are (within their
+    columns' limits)."""
+    return -_INT32 <= row["attempt"] < _INT32 and all(
+        row[c] is None or len(row[c]) <= n for c, n in _STEP_NAME_LIMITS.items()
+    )
+
+
+def _name_limits() -> dict[str, int]:
+    table = cast(sa.Table, StepRunRow.__table__)
+    limits = {}
+    for c in _STEP_COLUMNS:
+        type_ = table.c[c].type
+        if isinstance(type_, sa.String) and type_.length is not None:
+            limits[c] = type_.length
+    return limits
+
+
+_INT32 = 2**31
+_STEP_NAME_LIMITS = _name_limits()
+
+
+@overload
+def _pg_rows(rows: list[dict[str, Any]]) -> str: ...
+@overload
+def _pg_rows(rows: list[dict[str, Any]], *, strict: bool) -> str | None: ...
+def _pg_rows(rows: list[dict[str, Any]], *, strict: bool = False) -> str | None:
     """Step rows as the JSON document the Postgres upsert reads (times in ISO 8601 with their
     offset; a JSON null is SQL NULL).
 
@@ -2110,6 +2179,8 @@ def _pg_rows(rows: list[dict[str, Any]]) -> str:
     try:
         return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:  # (e.g. an integer wider than 64 bits)
+        if strict:  # (the standard library's text may hold what Postgres refuses)
+            return None
         return json.dumps(
             [
                 {**r, **{c: None if r[c] is None else r[c].isoformat() for c in _PG_TIMES}}

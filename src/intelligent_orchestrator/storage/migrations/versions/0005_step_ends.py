@@ -35,6 +35,7 @@ def downgrade() -> None:
     # Rows still waiting here would be lost with the table: move them into step_runs first
     # (only Postgres writes any; the statement is Store.move_step_ends's, as of this revision).
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("LOCK TABLE step_ends IN ACCESS EXCLUSIVE MODE")  # (none added meanwhile)
         op.execute(sa.text(_MOVE_ALL))
     op.drop_index("ix_step_ends_task", table_name="step_ends")
     op.drop_table("step_ends")
