@@ -594,8 +594,10 @@ class Store:
         on Postgres with the task rows locked, in the same transaction: a claim by another
         executor waits for this commit, or this commit sees it).
 
-        On Postgres the step rows of a task this commit finishes (succeeded, failed, rejected)
-        go instead as one row of JSON text into ``step_ends``, which the server writes in a
+        On Postgres, in a commit of one task that finishes it (succeeded, failed, rejected),
+        the task's step rows go instead as one row of JSON text into ``step_ends`` (a commit of
+        several tasks is a busy engine's: there the move's work on top cost 5 % of the
+        throughput of 1,000 five-step workflows), which the server writes in a
         fraction of the time of the rows' upsert (0.35 against 0.9 ms for a 50-wide fan-out's
         52 rows on a slow VM; the task's end is reported when this commit is durable).
         Nothing writes a finished task's steps again, and every read of its steps
@@ -696,7 +698,7 @@ class Store:
             )
         if rows := [_step_values(b.task_id, u) for b in live for u in b.updates]:
             rows = _last_per_step(rows)
-            if postgres:
+            if postgres and len({b.task_id for b in live}) == 1:
                 finished = {
                     b.task_id for b in live if b.task is not None and b.task.status.finished
                 }
