@@ -606,6 +606,65 @@ def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
     assert [r[:2] for r in stored("t6")] == [r[:2] for r in stored("t4")]
 
 
+def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Postgres a commit of nothing but one task's last writes (its step ends and its
+    finished end) is one statement: the step rows kept aside and the end written only while
+    the executor holds the task, the end only while it runs. Outcomes as a commit of
+    several statements gives them."""
+    calls: list[str] = []
+    end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
+
+    def spy(self: Store, cursor: Any, batches: Any, rows: str, ended: list[str]) -> Any:
+        calls.append(batches[-1].task_id)
+        return end_alone(self, cursor, batches, rows, ended)
+
+    monkeypatch.setattr(Store, "_end_alone", spy)
+    running = StepUpdate(
+        step_id="load",
+        tool="query_data",
+        status=StepStatus.RUNNING,
+        attempt=1,
+        inputs={"sql": "SELECT 1"},
+        executor_id="ex-1",
+    )
+    for t in ("mine", "taken", "cancelled"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+        store.write_batch([StepBatch(task_id=t, executor_id="ex-1", updates=[running])])
+    assert store.claim_task("taken", executor_id="ex-2") is not None
+    store.update_task("cancelled", status=TaskStatus.CANCELLED)
+
+    def last(task_id: str) -> list[Written]:
+        store.move_unmoved()  # (nothing of an earlier task waits: the commit may be one statement)
+        done = replace(running, status=StepStatus.SUCCEEDED, inputs=None, output={"n": 1})
+        return store.write_batch(
+            [
+                StepBatch(task_id=task_id, executor_id="ex-1", updates=[done]),
+                StepBatch(
+                    task_id=task_id,
+                    executor_id="ex-1",
+                    task=TaskUpdate(status=TaskStatus.SUCCEEDED, fields={"finished_at": utcnow()}),
+                ),
+            ]
+        )
+
+    assert last("mine") == [Written.WRITTEN, Written.APPLIED]
+    assert last("taken") == [Written.NOT_OWNER, Written.NOT_OWNER]
+    assert last("cancelled") == [Written.WRITTEN, Written.WRITTEN]
+    assert calls == (["mine", "taken", "cancelled"] if backend == "postgres" else [])
+    assert _kept_step_ends(store) == (["cancelled"] if backend == "postgres" else [])
+    mine = store.get_task("mine")
+    assert (mine.status, mine.finished_at is not None) == (TaskStatus.SUCCEEDED, True)
+    assert [(r.status, r.inputs, r.output) for r in store.step_runs("mine")] == [
+        (StepStatus.SUCCEEDED, {"sql": "SELECT 1"}, {"n": 1})
+    ]
+    assert store.get_task("taken").status is TaskStatus.RUNNING
+    assert [r.status for r in store.step_runs("taken")] == [StepStatus.RUNNING]
+    assert store.get_task("cancelled").status is TaskStatus.CANCELLED
+    assert [r.status for r in store.step_runs("cancelled")] == [StepStatus.SUCCEEDED]
+
+
 def test_finished_step_rows_postgres_would_refuse_fail_their_commit_and_a_failed_move_fails_none(
     store: Store, backend: str
 ) -> None:
@@ -791,12 +850,13 @@ def test_a_failed_step_commit_raises_sqlalchemys_error_and_marks_a_lost_connecti
 def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prepares_none(
     settings: Settings, backend: str
 ) -> None:
-    """On Postgres the holders check, the step upsert, the finished task's kept step rows and
-    the task end are server-side prepared at their first use on a connection; a connection
-    set to prepare nothing (for a transaction-pooling PgBouncer) prepares none of them."""
+    """On Postgres the holders check, the step upsert and a task's lone last writes (its kept
+    step rows and its end in one statement) are server-side prepared at their first use on a
+    connection; a connection set to prepare nothing (for a transaction-pooling PgBouncer)
+    prepares none of them."""
     if backend != "postgres":
         pytest.skip("prepared statements are Postgres's")
-    for threshold, expected in ((5, 4), (None, 0)):
+    for threshold, expected in ((5, 3), (None, 0)):
         engine = create_engine(
             settings.app_database_url,
             pool_size=1,
@@ -860,12 +920,24 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
     assert len(checkouts) == before  # the kept connection: not checked out again
     if backend != "postgres":
         return
+    store.move_unmoved()  # (so that c's commit is one statement: Store._end_alone)
+    before = len(checkouts)
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:  # (the server drops them all)
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+        pids = admin.execute(
+            "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = %s",
             [store.engine.url.database],
-        )
-    assert commit("c") == [Written.APPLIED]  # on a new connection
+        ).fetchone()[0]  # pyright: ignore[reportOptionalSubscript]
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        for _ in range(500):  # (gone, and their goodbyes sent)
+            left = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+            ).fetchone()
+            if left == (0,):
+                break
+            time.sleep(0.01)
+    # on a new connection: the dead one is seen before a statement that commits by itself
+    # is sent on it (its loss could not be told from a loss during the commit)
+    assert commit("c") == [Written.APPLIED]
     assert len(checkouts) == before + 1
     c = store.get_task("c")
     assert c.status is TaskStatus.SUCCEEDED
