@@ -39,6 +39,7 @@ from intelligent_orchestrator.storage import (
     commit_outcome_unknown,
     create_engine,
     new_task_values,
+    repository,
     upgrade,
     utcnow,
 )
@@ -616,9 +617,9 @@ def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
     calls: list[str] = []
     end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
 
-    def spy(self: Store, cursor: Any, batches: Any, rows: str, ended: list[str]) -> Any:
+    def spy(self: Store, cursor: Any, batches: Any, *args: Any) -> Any:
         calls.append(batches[-1].task_id)
-        return end_alone(self, cursor, batches, rows, ended)
+        return end_alone(self, cursor, batches, *args)
 
     monkeypatch.setattr(Store, "_end_alone", spy)
     running = StepUpdate(
@@ -652,6 +653,10 @@ def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
     assert last("mine") == [Written.WRITTEN, Written.APPLIED]
     assert last("taken") == [Written.NOT_OWNER, Written.NOT_OWNER]
     assert last("cancelled") == [Written.WRITTEN, Written.WRITTEN]
+    if backend == "postgres":  # (the kept connection is back in transaction mode)
+        kept = store._kept  # pyright: ignore[reportPrivateUsage]
+        assert kept
+        assert all(not c.dbapi_connection.autocommit for c in kept)  # pyright: ignore[reportOptionalMemberAccess]
     assert calls == (["mine", "taken", "cancelled"] if backend == "postgres" else [])
     assert _kept_step_ends(store) == (["cancelled"] if backend == "postgres" else [])
     mine = store.get_task("mine")
@@ -663,6 +668,60 @@ def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
     assert [r.status for r in store.step_runs("taken")] == [StepStatus.RUNNING]
     assert store.get_task("cancelled").status is TaskStatus.CANCELLED
     assert [r.status for r in store.step_runs("cancelled")] == [StepStatus.SUCCEEDED]
+
+
+def test_a_lone_last_write_lost_with_its_connection_is_told_from_the_tasks_row(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one statement of a task's lone last writes commits by itself: lost with its kept
+    connection, its outcome is read from the task's row. Not there (the connection had been
+    dropped without a word while idle): written again on a new connection. There (the answer
+    was lost): reported applied, not written twice."""
+    if backend != "postgres":
+        pytest.skip("the one-statement commit is Postgres's")
+    calls: list[str] = []
+    end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
+
+    def spy(self: Store, cursor: Any, batches: Any, *args: Any) -> Any:
+        calls.append(batches[-1].task_id)
+        return end_alone(self, cursor, batches, *args)
+
+    monkeypatch.setattr(Store, "_end_alone", spy)
+    monkeypatch.setattr(repository, "_peer_spoke", lambda raw: False)  # (a silent drop)
+    for t in ("a", "b", "c"):
+        store.create_task(PLAN, task_id=t, executor_id="ex-1")
+
+    def last(task_id: str) -> list[Written]:
+        store.move_unmoved()
+        update = StepUpdate(step_id="load", tool="noop", status=StepStatus.SUCCEEDED, output=1)
+        end = TaskUpdate(status=TaskStatus.SUCCEEDED, fields={"finished_at": utcnow()})
+        return store.write_batch(
+            [StepBatch(task_id=task_id, executor_id="ex-1", updates=[update], task=end)]
+        )
+
+    assert last("a") == [Written.APPLIED]  # (the journal's connection is kept now)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [store.engine.url.database],
+        )
+    calls.clear()
+    assert last("b") == [Written.APPLIED]
+    assert calls == ["b", "b"]  # lost unsent, then written on a new connection
+    assert [(r.step_id, r.output) for r in store.step_runs("b")] == [("load", 1)]
+
+    def answer_lost(self: Store, cursor: Any, batches: Any, *args: Any) -> Any:
+        spy(self, cursor, batches, *args)  # (committed)
+        cursor.connection.close()
+        raise psycopg.OperationalError("the connection is lost")
+
+    monkeypatch.setattr(Store, "_end_alone", answer_lost)
+    calls.clear()
+    assert last("c") == [Written.APPLIED]
+    assert calls == ["c"]  # not written again
+    assert store.get_task("c").status is TaskStatus.SUCCEEDED
+    assert _kept_step_ends(store) == ["c"]  # (once)
+    assert [(r.step_id, r.output) for r in store.step_runs("c")] == [("load", 1)]
 
 
 def test_finished_step_rows_postgres_would_refuse_fail_their_commit_and_a_failed_move_fails_none(
@@ -936,8 +995,21 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
                 break
             time.sleep(0.01)
     # on a new connection: the dead one is seen before a statement that commits by itself
-    # is sent on it (its loss could not be told from a loss during the commit)
-    assert commit("c") == [Written.APPLIED]
+    # is sent on it, and dropped
+    alone: list[bool] = []
+    end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
+
+    def spy(self: Store, cursor: Any, *args: Any) -> Any:
+        alone.append(True)
+        return end_alone(self, cursor, *args)
+
+    sa_spy = pytest.MonkeyPatch()
+    sa_spy.setattr(Store, "_end_alone", spy)
+    try:
+        assert commit("c") == [Written.APPLIED]
+    finally:
+        sa_spy.undo()
+    assert alone == [True]  # (once: on the new connection)
     assert len(checkouts) == before + 1
     c = store.get_task("c")
     assert c.status is TaskStatus.SUCCEEDED

@@ -645,6 +645,7 @@ class Store:
         sqlite = not self._upsert_steps.postgres
         cursor: Any = None
         committing = written = False
+        alone_at: datetime | None = None
         try:
             with write_turn(self.engine), self._sqlalchemy_errors(raw):
                 try:
@@ -658,7 +659,8 @@ class Store:
                             raw.invalidate()
                             raise _StaleConnection("the server closed it while it was idle")
                         committing = True  # (the statement commits by itself)
-                        results = self._end_alone(cursor, batches, alone, ended)
+                        alone_at = utcnow()
+                        results = self._end_alone(cursor, batches, alone, ended, alone_at)
                     else:
                         results = self._write(cursor, batches, creates, ended)
                         committing = True
@@ -674,6 +676,18 @@ class Store:
         except DBAPIError as exc:
             if kept and exc.connection_invalidated and not committing:
                 raise _StaleConnection(str(exc.orig)) from exc  # (lost before COMMIT: undone)
+            if kept and exc.connection_invalidated and alone_at is not None:
+                # Lost while the lone statement ran: a connection dropped without a word while
+                # it idled (a NAT's or a balancer's timeout) looks the same as one lost while
+                # the statement committed. The task's row tells: its end is there (at this
+                # very time), or the statement is written again on a new connection (had it
+                # kept the rows without the end, they are kept twice, the same rows).
+                last = batches[-1]
+                if not self._ended_at(last.task_id, alone_at):
+                    raise _StaleConnection(str(exc.orig)) from exc
+                with self._kept_lock:
+                    self._unmoved.add(last.task_id)
+                return [Written.WRITTEN] * (len(batches) - 1) + [Written.APPLIED]
             raise
         finally:
             if cursor is not None:
@@ -707,8 +721,25 @@ class Store:
         rows = _last_per_step([_step_values(b.task_id, u) for b in batches for u in b.updates])
         return self._upsert_steps.keepable(rows) if rows else None
 
+    def _ended_at(self, task_id: str, at: datetime) -> bool:
+        """Whether ``task_id``'s row was last written at ``at`` (by ``_end_alone``)."""
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    sa.select(TaskRow.task_id).where(
+                        TaskRow.task_id == task_id, TaskRow.updated_at == at
+                    )
+                ).first()
+                is not None
+            )
+
     def _end_alone(
-        self, cursor: Any, batches: Sequence[StepBatch], rows: str, ended: list[str]
+        self,
+        cursor: Any,
+        batches: Sequence[StepBatch],
+        rows: str,
+        ended: list[str],
+        at: datetime,
     ) -> list[Written]:
         """One task's last writes (``_ending_alone``) as one statement in autocommit mode: the
         task's row share-locked, its step rows kept aside and its end written only while its
@@ -722,7 +753,7 @@ class Store:
         sql = self._end_alone_sql.get(fields)
         if sql is None:
             sql = self._end_alone_sql[fields] = _END_ALONE.format(update=end.sql)
-        params = end.params(_task_end_params(last))
+        params = end.params({**_task_end_params(last), "t_now": at})
         assert isinstance(params, dict)
         params.update(x_ex=last.executor_id, x_rows=rows)
         conn = cursor.connection
@@ -731,7 +762,8 @@ class Store:
             cursor.execute(sql, params, prepare=_prepare(cursor))
             holder, applied = cursor.fetchone()
         finally:
-            conn.autocommit = False
+            if not conn.closed:  # (a lost one would raise here, hiding why it was lost)
+                conn.autocommit = False
         if holder != last.executor_id:
             return [Written.NOT_OWNER] * len(batches)
         ended.append(last.task_id)
