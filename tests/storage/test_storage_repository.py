@@ -607,13 +607,8 @@ def test_a_finished_tasks_last_step_rows_are_read_where_they_belong(
     assert [r[:2] for r in stored("t6")] == [r[:2] for r in stored("t4")]
 
 
-def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
-    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On Postgres a commit of nothing but one task's last writes (its step ends and its
-    finished end) is one statement: the step rows kept aside and the end written only while
-    the executor holds the task, the end only while it runs. Outcomes as a commit of
-    several statements gives them."""
+def _spy_end_alone(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tasks whose last writes go through ``Store._end_alone`` (the one statement) from now."""
     calls: list[str] = []
     end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
 
@@ -622,6 +617,17 @@ def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
         return end_alone(self, cursor, batches, *args)
 
     monkeypatch.setattr(Store, "_end_alone", spy)
+    return calls
+
+
+def test_a_tasks_lone_last_writes_are_one_statement_and_fenced(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Postgres a commit of nothing but one task's last writes (its step ends and its
+    finished end) is one statement: the step rows kept aside and the end written only while
+    the executor holds the task, the end only while it runs. Outcomes as a commit of
+    several statements gives them."""
+    calls = _spy_end_alone(monkeypatch)
     running = StepUpdate(
         step_id="load",
         tool="query_data",
@@ -679,14 +685,7 @@ def test_a_lone_last_write_lost_with_its_connection_is_told_from_the_tasks_row(
     was lost): reported applied, not written twice."""
     if backend != "postgres":
         pytest.skip("the one-statement commit is Postgres's")
-    calls: list[str] = []
-    end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
-
-    def spy(self: Store, cursor: Any, batches: Any, *args: Any) -> Any:
-        calls.append(batches[-1].task_id)
-        return end_alone(self, cursor, batches, *args)
-
-    monkeypatch.setattr(Store, "_end_alone", spy)
+    calls = _spy_end_alone(monkeypatch)
     monkeypatch.setattr(repository, "_peer_spoke", lambda raw: False)  # (a silent drop)
     for t in ("a", "b", "c"):
         store.create_task(PLAN, task_id=t, executor_id="ex-1")
@@ -710,8 +709,10 @@ def test_a_lone_last_write_lost_with_its_connection_is_told_from_the_tasks_row(
     assert calls == ["b", "b"]  # lost unsent, then written on a new connection
     assert [(r.step_id, r.output) for r in store.step_runs("b")] == [("load", 1)]
 
+    spied = Store._end_alone  # pyright: ignore[reportPrivateUsage]
+
     def answer_lost(self: Store, cursor: Any, batches: Any, *args: Any) -> Any:
-        spy(self, cursor, batches, *args)  # (committed)
+        spied(self, cursor, batches, *args)  # (committed)
         cursor.connection.close()
         raise psycopg.OperationalError("the connection is lost")
 
@@ -956,7 +957,7 @@ def test_the_journal_statements_are_prepared_at_first_use_unless_the_driver_prep
 
 
 def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
-    store: Store, backend: str
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A journal commit reuses the last one's connection (no checkout; on Postgres no
     pre-ping); if the server dropped it meanwhile, the commit is written on a new connection,
@@ -996,20 +997,9 @@ def test_the_journal_keeps_its_connection_and_writes_again_if_it_died(
             time.sleep(0.01)
     # on a new connection: the dead one is seen before a statement that commits by itself
     # is sent on it, and dropped
-    alone: list[bool] = []
-    end_alone = Store._end_alone  # pyright: ignore[reportPrivateUsage]
-
-    def spy(self: Store, cursor: Any, *args: Any) -> Any:
-        alone.append(True)
-        return end_alone(self, cursor, *args)
-
-    sa_spy = pytest.MonkeyPatch()
-    sa_spy.setattr(Store, "_end_alone", spy)
-    try:
-        assert commit("c") == [Written.APPLIED]
-    finally:
-        sa_spy.undo()
-    assert alone == [True]  # (once: on the new connection)
+    alone = _spy_end_alone(monkeypatch)
+    assert commit("c") == [Written.APPLIED]
+    assert alone == ["c"]  # (once: on the new connection)
     assert len(checkouts) == before + 1
     c = store.get_task("c")
     assert c.status is TaskStatus.SUCCEEDED

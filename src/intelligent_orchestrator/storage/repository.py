@@ -869,10 +869,11 @@ class Store:
         """Move the step rows waiting in ``step_ends`` for ``task_ids`` into ``step_runs``
         (Postgres; elsewhere there are none). A read of a task's steps does this first; it
         writes nothing when nothing waits. Two movers of the same rows take turns: the second
-        finds them gone."""
+        finds them gone. One statement in autocommit mode: a read pays one round trip for
+        it, not three."""
         if not self._upsert_steps.postgres or not task_ids:
             return
-        with self.engine.begin() as conn:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(self._upsert_steps.move_sql, (list(task_ids),))
 
     def move_left_step_ends(self) -> list[str]:
@@ -893,11 +894,15 @@ class Store:
                 left.append(task_id)
         return left
 
+    def _take_unmoved(self) -> set[str]:
+        with self._kept_lock:
+            moving, self._unmoved = self._unmoved, set()
+        return moving
+
     def move_unmoved(self) -> None:
         """Move what this store's commits left in ``step_ends`` and no commit has moved since
         (an engine calls this in its lease round and when it stops)."""
-        with self._kept_lock:
-            moving, self._unmoved = self._unmoved, set()
+        moving = self._take_unmoved()
         try:
             self.move_step_ends(sorted(moving))
         except DBAPIError as exc:
@@ -909,8 +914,7 @@ class Store:
         """``move_unmoved`` in a journal commit's transaction, under a savepoint: if the move
         fails (a lock timeout, say), the commit goes on without it, and the rows wait in
         ``step_ends`` for a read of their task's steps or an engine's start."""
-        with self._kept_lock:
-            moving, self._unmoved = self._unmoved, set()
+        moving = self._take_unmoved()
         conn = cursor.connection
         try:
             with conn.transaction():
