@@ -203,6 +203,11 @@ def test_a_server_process_that_dies_before_answering_is_reported_with_its_stderr
     assert said == {"error": "exit code 3: out of memory"}
     assert child.returncode == 3
 
+    # Its output closes a moment before it can be reaped (here 0.3 s): still its exit, not a hang.
+    slow = "import os, sys, time; sys.stderr.write('no memory\\n'); os.close(1); time.sleep(0.3); sys.exit(4)"
+    _, said = local_model._spawn([sys.executable, "-c", slow], 60)  # pyright: ignore[reportPrivateUsage]
+    assert said == {"error": "exit code 4: no memory"}
+
     silent, said = local_model._spawn([sys.executable, "-c", "import time; time.sleep(60)"], 0.5)  # pyright: ignore[reportPrivateUsage]
     assert said == {"error": "no answer after 0.5 s"}
     assert silent.returncode is not None  # killed, not left behind

@@ -225,6 +225,13 @@ def _first_line(
         said = {}
     if isinstance(said, dict) and ("url" in said or "error" in said):
         return said
+    if ready and not line:
+        # Its stdout ended: it is exiting. The pipe closes a moment before the process can be
+        # reaped, so wait for it rather than ask once (a poll here could still say running).
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return {"error": "closed its output without an answer"}
     if child.poll() is None:
         return {"error": f"no answer after {timeout:g} s"}
     child.wait()
