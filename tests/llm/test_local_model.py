@@ -207,6 +207,9 @@ def test_a_server_process_that_dies_before_answering_is_reported_with_its_stderr
     slow = "import os, sys, time; sys.stderr.write('no memory\\n'); os.close(1); time.sleep(0.3); sys.exit(4)"
     _, said = local_model._spawn([sys.executable, "-c", slow], 60)  # pyright: ignore[reportPrivateUsage]
     assert said == {"error": "exit code 4: no memory"}
+    cut = "import os, sys, time; sys.stdout.write('{\"ur'); sys.stdout.flush(); os.close(1); time.sleep(0.3)"
+    _, said = local_model._spawn([sys.executable, "-c", cut], 60)  # pyright: ignore[reportPrivateUsage]
+    assert said == {"error": 'exit code 0: {"ur'}
 
     silent, said = local_model._spawn([sys.executable, "-c", "import time; time.sleep(60)"], 0.5)  # pyright: ignore[reportPrivateUsage]
     assert said == {"error": "no answer after 0.5 s"}

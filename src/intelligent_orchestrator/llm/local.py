@@ -225,9 +225,10 @@ def _first_line(
         said = {}
     if isinstance(said, dict) and ("url" in said or "error" in said):
         return said
-    if ready and not line:
-        # Its stdout ended: it is exiting. The pipe closes a moment before the process can be
-        # reaped, so wait for it rather than ask once (a poll here could still say running).
+    if ready and not line.endswith(b"\n"):
+        # Its stdout ended (nothing, or a line cut short): it is exiting. The pipe closes a
+        # moment before the process can be reaped, so wait for it rather than ask once (a
+        # poll here could still say it runs).
         try:
             child.wait(timeout=5)
         except subprocess.TimeoutExpired:
